@@ -1,0 +1,1 @@
+//! OpenAPI v3 documents (placeholder: being written; see helper brief).

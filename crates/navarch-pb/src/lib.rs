@@ -1,0 +1,1 @@
+//! Kubernetes protobuf decoding (placeholder: being written; see helper brief).
