@@ -1,0 +1,545 @@
+//! The watch cache: every object in memory, fed by one store watch, serving
+//! lists and watches without touching the store.
+//!
+//! Invariants:
+//! - `revision()` is the store revision up to which every event has been
+//!   applied; every store revision produces exactly one event, so waiting for
+//!   `revision() >= store.current_revision()` gives read-your-writes.
+//! - Per kind, `history` holds every event with revision > `history_start`,
+//!   so a watch from any revision >= `history_start` misses nothing; older
+//!   revisions get 410 Expired and the client relists.
+//! - A watcher's events arrive in revision order, through one bounded
+//!   channel; a watcher that falls behind is closed (it resumes from its last
+//!   revision), never the dispatcher blocked.
+
+use bytes::Bytes;
+use navarch_api::selector::{FieldSelector, LabelSelector};
+use navarch_api::ResourceType;
+use navarch_store::{EventKind, KeyValue, Revision, Store};
+use parking_lot::RwLock;
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Events kept per kind for resuming watches.
+const HISTORY_PER_KIND: usize = 100_000;
+/// Buffer of one watcher before it is considered too slow and closed.
+const WATCHER_BUFFER: usize = 10_000;
+
+/// One object as served: JSON bytes with `metadata.resourceVersion` set, plus
+/// what selectors need, extracted once.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    pub namespace: String,
+    pub name: String,
+    pub mod_revision: Revision,
+    pub bytes: Bytes,
+    pub labels: Option<serde_json::Map<String, Value>>,
+    /// Values of the kind's supported field labels (for field selectors).
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl CachedObject {
+    /// Decodes a store value and prepares it for serving.
+    pub fn from_kv(rt: &'static ResourceType, kv: &KeyValue) -> Option<CachedObject> {
+        let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+        Some(Self::from_value(rt, &kv.key, kv.mod_revision, &mut v))
+    }
+
+    pub fn from_value(
+        rt: &'static ResourceType,
+        key: &str,
+        rev: Revision,
+        v: &mut Value,
+    ) -> CachedObject {
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+        }
+        let fields = rt
+            .ops
+            .fields
+            .iter()
+            .map(|f| (*f, (rt.ops.field)(v, f).unwrap_or_default()))
+            .collect();
+        CachedObject {
+            key: key.to_string(),
+            namespace: v["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            name: v["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            mod_revision: rev,
+            labels: v["metadata"]["labels"].as_object().cloned(),
+            fields,
+            bytes: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        }
+    }
+
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    /// The value of a field label on this object.
+    pub fn field(&self, label: &str) -> Option<String> {
+        match label {
+            "metadata.name" => Some(self.name.clone()),
+            "metadata.namespace" => Some(self.namespace.clone()),
+            _ => self
+                .fields
+                .iter()
+                .find(|(f, _)| *f == label)
+                .map(|(_, v)| v.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub revision: Revision,
+    pub kind: EventType,
+    /// The object after the event (for Deleted: its last state, at the delete revision).
+    pub object: Arc<CachedObject>,
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+/// What a watcher receives.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    Event(EventType, Arc<CachedObject>),
+    /// All events up to this revision have been delivered.
+    Bookmark(Revision),
+}
+
+/// Which objects a list or watch wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn matches(&self, o: &CachedObject) -> bool {
+        if let Some(ns) = &self.namespace {
+            if &o.namespace != ns {
+                return false;
+            }
+        }
+        if !self.labels.is_empty() && !self.labels.matches(o.labels.as_ref()) {
+            return false;
+        }
+        if !self.fields.is_empty() && !self.fields.matches(|f| o.field(f)) {
+            return false;
+        }
+        true
+    }
+}
+
+struct Watcher {
+    filter: Filter,
+    tx: mpsc::Sender<WatchItem>,
+    bookmarks: bool,
+}
+
+struct KindState {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    history_start: Revision,
+    watchers: Vec<Watcher>,
+}
+
+pub struct KindCache {
+    pub rt: &'static ResourceType,
+    state: RwLock<KindState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired {
+        requested: Revision,
+        oldest: Revision,
+    },
+    #[error("Too large resource version: {requested}, current resource version: {current}")]
+    TooLarge {
+        requested: Revision,
+        current: Revision,
+    },
+    #[error("store: {0}")]
+    Store(#[from] navarch_store::Error),
+}
+
+/// A snapshot page of a list.
+pub struct ListResult {
+    pub items: Vec<Arc<CachedObject>>,
+    pub revision: Revision,
+    /// Key of the last item when more remain.
+    pub continue_after: Option<String>,
+    pub remaining: usize,
+}
+
+impl KindCache {
+    fn apply(&self, ev: Arc<CacheEvent>) {
+        let mut st = self.state.write();
+        match ev.kind {
+            EventType::Deleted => {
+                st.objects.remove(&ev.object.key);
+            }
+            _ => {
+                st.objects.insert(ev.object.key.clone(), ev.object.clone());
+            }
+        }
+        if st.history.len() >= HISTORY_PER_KIND {
+            if let Some(old) = st.history.pop_front() {
+                st.history_start = old.revision;
+            }
+        }
+        st.history.push_back(ev.clone());
+        st.watchers.retain(|w| dispatch(w, &ev));
+    }
+
+    /// Objects matching `filter`, in key order, after `start_after`, at most `limit` (0 = all).
+    pub fn list(
+        &self,
+        filter: &Filter,
+        start_after: &str,
+        limit: usize,
+        revision: Revision,
+    ) -> ListResult {
+        let st = self.state.read();
+        let prefix = match &filter.namespace {
+            Some(ns) if self.rt.namespaced() => self.rt.namespace_prefix(ns),
+            _ => self.rt.key_prefix(),
+        };
+        let mut items = Vec::new();
+        let mut continue_after = None;
+        let mut remaining = 0;
+        let start = if start_after.is_empty() || start_after < prefix.as_str() {
+            std::ops::Bound::Included(prefix.clone())
+        } else {
+            std::ops::Bound::Excluded(start_after.to_string())
+        };
+        for (k, o) in st
+            .objects
+            .range::<String, _>((start, std::ops::Bound::Unbounded))
+        {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if !filter.matches(o) {
+                continue;
+            }
+            if limit > 0 && items.len() >= limit {
+                remaining += 1;
+                continue;
+            }
+            items.push(o.clone());
+        }
+        if remaining > 0 {
+            continue_after = items.last().map(|o| o.key.clone());
+        }
+        ListResult {
+            items,
+            revision,
+            continue_after,
+            remaining,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        self.state.read().objects.get(key).cloned()
+    }
+
+    /// Number of objects (all namespaces).
+    pub fn len(&self) -> usize {
+        self.state.read().objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts a watch. `from` None: synthetic ADDED for every current
+    /// matching object, then changes. `from` Some(r): every change after r.
+    pub fn watch(
+        &self,
+        filter: Filter,
+        from: Option<Revision>,
+        bookmarks: bool,
+    ) -> Result<mpsc::Receiver<WatchItem>, CacheError> {
+        let mut st = self.state.write();
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        match from {
+            None => {
+                let prefix = match &filter.namespace {
+                    Some(ns) if self.rt.namespaced() => self.rt.namespace_prefix(ns),
+                    _ => self.rt.key_prefix(),
+                };
+                let initial: Vec<Arc<CachedObject>> = st
+                    .objects
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .filter(|(_, o)| filter.matches(o))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                // Initial events can exceed the buffer; spawn a feeder that
+                // sends them first, then relays live events.
+                let (live_tx, mut live_rx) = mpsc::channel(WATCHER_BUFFER);
+                st.watchers.push(Watcher {
+                    filter,
+                    tx: live_tx,
+                    bookmarks,
+                });
+                drop(st);
+                tokio::spawn(async move {
+                    for o in initial {
+                        if tx
+                            .send(WatchItem::Event(EventType::Added, o))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    while let Some(item) = live_rx.recv().await {
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                return Ok(rx);
+            }
+            Some(r) => {
+                if r < st.history_start {
+                    return Err(CacheError::Expired {
+                        requested: r,
+                        oldest: st.history_start,
+                    });
+                }
+                let w = Watcher {
+                    filter,
+                    tx,
+                    bookmarks,
+                };
+                let idx = st.history.partition_point(|e| e.revision <= r);
+                let mut ok = true;
+                for ev in st.history.iter().skip(idx) {
+                    if !dispatch(&w, ev) {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    st.watchers.push(w);
+                }
+            }
+        }
+        Ok(rx)
+    }
+
+    fn bookmark(&self, revision: Revision) {
+        let mut st = self.state.write();
+        st.watchers.retain(|w| {
+            if w.tx.is_closed() {
+                return false;
+            }
+            // A full channel means a slow watcher: close it, it resumes later.
+            !w.bookmarks || w.tx.try_send(WatchItem::Bookmark(revision)).is_ok()
+        });
+    }
+}
+
+/// Sends an event to a watcher if it concerns it; false if the watcher is gone or too slow.
+fn dispatch(w: &Watcher, ev: &CacheEvent) -> bool {
+    let now = w.filter.matches(&ev.object);
+    let before = ev
+        .prev
+        .as_ref()
+        .map(|p| w.filter.matches(p))
+        .unwrap_or(false);
+    let item = match (ev.kind, before, now) {
+        (_, false, false) => return !w.tx.is_closed(),
+        (EventType::Deleted, _, _) => WatchItem::Event(EventType::Deleted, ev.object.clone()),
+        (_, false, true) => WatchItem::Event(EventType::Added, ev.object.clone()),
+        (_, true, true) => WatchItem::Event(EventType::Modified, ev.object.clone()),
+        // No longer matches: to this watcher the object is gone.
+        (_, true, false) => WatchItem::Event(EventType::Deleted, ev.object.clone()),
+    };
+    w.tx.try_send(item).is_ok()
+}
+
+/// All kind caches plus the revision they have reached.
+pub struct Cache {
+    store: Arc<dyn Store>,
+    kinds: Vec<Arc<KindCache>>,
+    revision: AtomicI64,
+    progress: tokio::sync::watch::Sender<Revision>,
+}
+
+impl Cache {
+    /// Loads everything from the store and starts following it.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Cache>, CacheError> {
+        let mut kinds: Vec<Arc<KindCache>> = Vec::new();
+        let snapshot = store.range("/registry/", "", 0, None).await?;
+        let rev = snapshot.revision;
+        for rt in navarch_api::REGISTRY.iter() {
+            // Kinds sharing storage (events) share one cache: the first served wins.
+            if kinds.iter().any(|k| k.rt.storage == rt.storage) {
+                continue;
+            }
+            kinds.push(Arc::new(KindCache {
+                rt,
+                state: RwLock::new(KindState {
+                    objects: BTreeMap::new(),
+                    history: VecDeque::new(),
+                    history_start: rev,
+                    watchers: Vec::new(),
+                }),
+            }));
+        }
+        let (progress, _) = tokio::sync::watch::channel(rev);
+        let cache = Arc::new(Cache {
+            store: store.clone(),
+            kinds,
+            revision: AtomicI64::new(rev),
+            progress,
+        });
+        for kv in &snapshot.kvs {
+            if let Some(k) = cache.kind_for_key(&kv.key) {
+                if let Some(o) = CachedObject::from_kv(k.rt, kv) {
+                    k.state.write().objects.insert(kv.key.clone(), Arc::new(o));
+                }
+            } else {
+                tracing::warn!(key = %kv.key, "stored key belongs to no served kind");
+            }
+        }
+        let mut stream = store.watch("/registry/", rev).await?;
+        let c = cache.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = stream.recv().await {
+                match ev {
+                    Ok(ev) => c.apply(ev),
+                    Err(e) => {
+                        tracing::error!(error = %e, "watch cache lost its store watch; exiting");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        });
+        let c = cache.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let rev = c.revision();
+                for k in &c.kinds {
+                    k.bookmark(rev);
+                }
+            }
+        });
+        Ok(cache)
+    }
+
+    fn kind_for_key(&self, key: &str) -> Option<&Arc<KindCache>> {
+        self.kinds
+            .iter()
+            .find(|k| key.starts_with(&k.rt.key_prefix()))
+    }
+
+    fn apply(&self, ev: navarch_store::Event) {
+        let rev = ev.kv.mod_revision;
+        if let Some(k) = self.kind_for_key(&ev.kv.key) {
+            let prev = ev.prev.as_ref().and_then(|p| {
+                k.get(&p.key)
+                    .filter(|o| o.mod_revision == p.mod_revision)
+                    .or_else(|| CachedObject::from_kv(k.rt, p).map(Arc::new))
+            });
+            let (kind, object) = match ev.kind {
+                EventKind::Put => (
+                    if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
+                    CachedObject::from_kv(k.rt, &ev.kv).map(Arc::new),
+                ),
+                EventKind::Delete => (
+                    EventType::Deleted,
+                    CachedObject::from_kv(k.rt, &ev.kv).map(Arc::new),
+                ),
+            };
+            match object {
+                Some(object) => k.apply(Arc::new(CacheEvent {
+                    revision: rev,
+                    kind,
+                    object,
+                    prev,
+                })),
+                None => tracing::error!(key = %ev.kv.key, "undecodable object in store; skipped"),
+            }
+        }
+        self.revision.store(rev, Ordering::Release);
+        self.progress.send_replace(rev);
+    }
+
+    /// The revision every applied event has reached.
+    pub fn revision(&self) -> Revision {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The cache of a resource type (shared-storage kinds share one).
+    pub fn kind(&self, rt: &ResourceType) -> &Arc<KindCache> {
+        self.kinds
+            .iter()
+            .find(|k| k.rt.storage == rt.storage)
+            .expect("every registry kind has a cache")
+    }
+
+    /// Waits until the cache has applied revision `rev`.
+    pub async fn wait_for(&self, rev: Revision, timeout: Duration) -> Result<(), CacheError> {
+        if self.revision() >= rev {
+            return Ok(());
+        }
+        let mut rx = self.progress.subscribe();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await;
+        match res {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(CacheError::TooLarge {
+                requested: rev,
+                current: self.revision(),
+            }),
+        }
+    }
+
+    /// Waits until everything the store has acknowledged is visible.
+    pub async fn sync(&self) -> Result<Revision, CacheError> {
+        let rev = self.store.current_revision();
+        self.wait_for(rev, Duration::from_secs(10)).await?;
+        Ok(self.revision())
+    }
+}

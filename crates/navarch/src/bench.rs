@@ -1,0 +1,455 @@
+//! `navarch bench`: load generators that speak only the public Kubernetes
+//! API, so the same run can target Navarch or upstream Kubernetes.
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Which benchmark: `api`.
+    pub which: String,
+    /// Target an existing cluster instead of starting a server.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Pods to create.
+    #[arg(long, default_value_t = 150_000)]
+    pub pods: usize,
+    /// Concurrent HTTPS clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Namespace to create the pods in (created, and deleted afterwards when the bench started the server itself).
+    #[arg(long, default_value = "navarch-bench")]
+    pub namespace: String,
+}
+
+/// What a client needs from a kubeconfig.
+#[derive(Clone)]
+pub struct Target {
+    pub server: String,
+    pub ca_pem: Option<Vec<u8>>,
+    pub token: Option<String>,
+    pub insecure: bool,
+}
+
+impl Target {
+    pub fn from_kubeconfig(path: &Path) -> Result<Target> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: Value =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let ctx_name = v["current-context"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: no current-context", path.display()))?;
+        let ctx = v["contexts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == ctx_name))
+            .ok_or_else(|| anyhow!("context {ctx_name} not found"))?;
+        let cluster_name = &ctx["context"]["cluster"];
+        let user_name = &ctx["context"]["user"];
+        let cluster = v["clusters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| &c["name"] == cluster_name))
+            .ok_or_else(|| anyhow!("cluster not found in kubeconfig"))?;
+        let user = v["users"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| &c["name"] == user_name))
+            .map(|u| u["user"].clone())
+            .unwrap_or(Value::Null);
+        let c = &cluster["cluster"];
+        let ca_pem = match (
+            c["certificate-authority-data"].as_str(),
+            c["certificate-authority"].as_str(),
+        ) {
+            (Some(d), _) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .context("certificate-authority-data is not base64")?,
+            ),
+            (None, Some(f)) => Some(std::fs::read(f).with_context(|| format!("reading {f}"))?),
+            _ => None,
+        };
+        let token = match (user["token"].as_str(), user["tokenFile"].as_str()) {
+            (Some(t), _) => Some(t.to_string()),
+            (None, Some(f)) => Some(std::fs::read_to_string(f)?.trim().to_string()),
+            _ => None,
+        };
+        Ok(Target {
+            server: c["server"]
+                .as_str()
+                .ok_or_else(|| anyhow!("cluster has no server"))?
+                .trim_end_matches('/')
+                .to_string(),
+            ca_pem,
+            token,
+            insecure: c["insecure-skip-tls-verify"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// A client with its own connection pool (one HTTPS connection per client under load).
+    pub fn client(&self) -> Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(4)
+            .timeout(Duration::from_secs(120))
+            .use_rustls_tls();
+        if let Some(ca) = &self.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        if self.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if let Some(t) = &self.token {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse()?,
+            );
+            b = b.default_headers(h);
+        }
+        Ok(b.build()?)
+    }
+}
+
+/// A `navarch server` child process on a free port with a temp data dir.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub ready_after: Duration,
+}
+
+impl ChildServer {
+    pub async fn start() -> Result<ChildServer> {
+        let dir = std::env::temp_dir().join(format!("navarch-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port()?;
+        let exe = std::env::current_exe()?;
+        let started = Instant::now();
+        let child = std::process::Command::new(exe)
+            .args(["server", "--disable-agent", "--data-dir"])
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("NAVARCH_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting navarch server")?;
+        let kubeconfig = dir.join("kubeconfig.yaml");
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()?;
+        let url = format!("https://127.0.0.1:{port}/readyz");
+        loop {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("server did not become ready in 30 s");
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() && kubeconfig.exists() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(ChildServer {
+            ready_after: started.elapsed(),
+            child,
+            dir,
+            kubeconfig,
+        })
+    }
+
+    pub fn rss_bytes(&self) -> Option<u64> {
+        rss_of(self.child.id())
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    match args.which.as_str() {
+        "api" => api(args).await,
+        other => bail!("unknown benchmark {other:?}; available: api"),
+    }
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench", "shard": (name.len() % 7).to_string()}},
+           "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}})
+}
+
+async fn api(args: BenchArgs) -> Result<()> {
+    let (child, target) = match &args.kubeconfig {
+        Some(k) => (None, Target::from_kubeconfig(k)?),
+        None => {
+            let c = ChildServer::start().await?;
+            let t = Target::from_kubeconfig(&c.kubeconfig)?;
+            (Some(c), t)
+        }
+    };
+    let ready_ms = child.as_ref().map(|c| c.ready_after.as_secs_f64() * 1000.0);
+    // Let the server settle before reading idle memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = child.as_ref().and_then(|c| c.rss_bytes());
+    let client = target.client()?;
+    let base = target.server.clone();
+    let ns = args.namespace.clone();
+    let r = client
+        .post(format!("{base}/api/v1/namespaces"))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .send()
+        .await?;
+    if !(r.status().is_success() || r.status().as_u16() == 409) {
+        bail!(
+            "creating namespace {ns}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    // Wait for the default ServiceAccount (upstream creates it asynchronously).
+    for _ in 0..100 {
+        if client
+            .get(format!(
+                "{base}/api/v1/namespaces/{ns}/serviceaccounts/default"
+            ))
+            .send()
+            .await?
+            .status()
+            .is_success()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Watch delivery: a watch open during the create phase stamps receipt times.
+    let list0: Value = client
+        .get(format!("{base}/api/v1/namespaces/{ns}/pods?limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rv0 = list0["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let acked: Arc<parking_lot_free::Map> = Arc::new(parking_lot_free::Map::default());
+    let watch_client = target.client()?;
+    let watch_url = format!(
+        "{base}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv0}&timeoutSeconds=3600"
+    );
+    let total = args.pods;
+    let watcher = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(total);
+        let mut resp = match watch_client.get(&watch_url).send().await {
+            Ok(r) => r,
+            Err(_) => return lat,
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut seen = 0usize;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let now = Instant::now();
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Ok(ev) = serde_json::from_slice::<Value>(&line) {
+                    if ev["type"] == "ADDED" {
+                        seen += 1;
+                        if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
+                            lat.push((name.to_string(), now));
+                        }
+                    }
+                }
+            }
+            if seen >= total {
+                break;
+            }
+        }
+        lat
+    });
+
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..args.clients {
+        let client = target.client()?;
+        let next = next.clone();
+        let url = format!("{base}/api/v1/namespaces/{ns}/pods");
+        let acked = acked.clone();
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let name = format!("bench-{i:07}");
+                let body = serde_json::to_vec(&pod(&name)).unwrap_or_default();
+                let t0 = Instant::now();
+                let ok = match client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let ok = r.status().as_u16() == 201;
+                        let _ = r.bytes().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                let t1 = Instant::now();
+                if ok {
+                    acked.put(name, t1);
+                    lat.push((t1 - t0).as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let create_secs = started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let creates_per_second = lat.len() as f64 / create_secs;
+
+    // Delivery latency: from the create's acknowledgement to the event's
+    // arrival (zero when the event beat the acknowledgement).
+    let received = tokio::time::timeout(Duration::from_secs(60), watcher)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    let mut watch_lat: Vec<f64> = received
+        .iter()
+        .filter_map(|(name, at)| {
+            acked
+                .take(name)
+                .map(|sent| at.saturating_duration_since(sent).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    watch_lat.sort_by(|a, b| a.total_cmp(b));
+
+    // Full list of every pod, in one request.
+    let t0 = Instant::now();
+    let body = client
+        .get(format!("{base}/api/v1/pods"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let list_secs = t0.elapsed().as_secs_f64();
+    let listed: Value = serde_json::from_slice(&body)?;
+    let listed_items = listed["items"].as_array().map(|a| a.len()).unwrap_or(0);
+    let loaded_rss = child.as_ref().and_then(|c| c.rss_bytes());
+
+    let mb = |b: Option<u64>| b.map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0);
+    let result = json!({
+        "bench": "api",
+        "target": if args.kubeconfig.is_some() { target.server.clone() } else { "navarch (child process)".to_string() },
+        "pods": lat.len(),
+        "errors": errors,
+        "clients": args.clients,
+        "creates_per_second": (creates_per_second * 10.0).round() / 10.0,
+        "create_p50_ms": (percentile(&lat, 0.50) * 100.0).round() / 100.0,
+        "create_p99_ms": (percentile(&lat, 0.99) * 100.0).round() / 100.0,
+        "list_all_pods_ms": (list_secs * 1000.0 * 10.0).round() / 10.0,
+        "list_items": listed_items,
+        "list_bytes": body.len(),
+        "watch_events": watch_lat.len(),
+        "watch_p50_ms": (percentile(&watch_lat, 0.50) * 100.0).round() / 100.0,
+        "watch_p99_ms": (percentile(&watch_lat, 0.99) * 100.0).round() / 100.0,
+        "ready_ms": ready_ms.map(|m| (m * 10.0).round() / 10.0),
+        "rss_idle_mb": mb(idle_rss),
+        "rss_loaded_mb": mb(loaded_rss),
+    });
+    if !args.json {
+        eprintln!("created {} pods in {:.2}s with {} clients: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", lat.len(), create_secs, args.clients, creates_per_second, percentile(&lat, 0.5), percentile(&lat, 0.99), errors);
+        eprintln!(
+            "full list of {listed_items} pods ({} MB) in {:.0} ms",
+            body.len() / 1048576,
+            list_secs * 1000.0
+        );
+        eprintln!(
+            "watch delivery p50 {:.2} ms, p99 {:.2} ms ({} events)",
+            percentile(&watch_lat, 0.5),
+            percentile(&watch_lat, 0.99),
+            watch_lat.len()
+        );
+        if let (Some(i), Some(l)) = (mb(idle_rss), mb(loaded_rss)) {
+            eprintln!(
+                "server RSS idle {i} MB, with {listed_items} pods {l} MB; ready in {:.0} ms",
+                ready_ms.unwrap_or(0.0)
+            );
+        }
+    }
+    println!("{result}");
+    Ok(())
+}
+
+/// A tiny concurrent map of creation-ack times (std only).
+mod parking_lot_free {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    #[derive(Default)]
+    pub struct Map(Mutex<HashMap<String, Instant>>);
+
+    impl Map {
+        pub fn put(&self, k: String, t: Instant) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(k, t);
+        }
+        pub fn take(&self, k: &str) -> Option<Instant> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(k)
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Shared end-to-end harness: the real `navarch` binary on a free port with a
+//! temp data dir, and the real clients pointed at it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestServer {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, free_port())
+    }
+
+    /// Starts (or restarts) a server on an existing data dir.
+    pub fn start_in(dir: tempfile::TempDir, port: u16) -> TestServer {
+        let child = Command::new(env!("CARGO_BIN_EXE_navarch"))
+            .args(["server", "--disable-agent", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("NAVARCH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning navarch server");
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let s = TestServer {
+            child,
+            dir,
+            port,
+            kubeconfig,
+        };
+        s.wait_ready();
+        s
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("curl")
+                .args([
+                    "-sk",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &format!("https://127.0.0.1:{}/readyz", self.port),
+                ])
+                .output()
+                .map(|o| o.stdout == b"200")
+                .unwrap_or(false);
+            if ok && self.kubeconfig.exists() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tls/admin-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs the pinned kubectl (1.32 unless NAVARCH_KUBECTL says otherwise).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(&kubectl_path(), args, None)
+    }
+
+    pub fn kubectl_with(&self, bin: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kcache"))
+            .args(args);
+        cmd.env_remove("KUBECONFIG");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().expect("running kubectl");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            return child.wait_with_output().unwrap();
+        }
+        cmd.output().expect("running kubectl")
+    }
+
+    /// Runs kubectl and asserts success; returns stdout.
+    pub fn must_kubectl(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    pub fn must_kubectl_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let o = self.kubectl_with(&kubectl_path(), args, Some(stdin));
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Crashes the server (SIGKILL) and hands back its data dir and port for a restart.
+    pub fn crash(mut self) -> (tempfile::TempDir, u16) {
+        self.kill9();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (dir, self.port)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kubectl binary the tests drive: `NAVARCH_KUBECTL`, else the pinned
+/// 1.32 beside the dispatcher, else `kubectl` on PATH.
+pub fn kubectl_path() -> PathBuf {
+    if let Ok(p) = std::env::var("NAVARCH_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = pinned_kubectl("1.32") {
+        return p;
+    }
+    PathBuf::from("kubectl")
+}
+
+/// `kubectl.<version>` beside the dispatcher on PATH, if present.
+pub fn pinned_kubectl(version: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", "command -v kubectl"])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    let real = std::fs::canonicalize(path).ok()?;
+    let p = real.parent()?.join(format!("kubectl.{version}"));
+    p.exists().then_some(p)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
