@@ -31,6 +31,14 @@ pub struct WriteOptions {
     pub force: bool,
 }
 
+/// Whether a write is server-side apply (which records field ownership
+/// itself) or any other update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Apply,
+    Update,
+}
+
 /// A write's result: the object as stored, plus warnings for the client.
 #[derive(Debug)]
 pub struct Written {
@@ -125,11 +133,6 @@ pub fn is_dns_subdomain(s: &str) -> bool {
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
-}
-
-/// Whether a name is a DNS-1123 label.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
 }
 
 /// Fields present in `input` that normalisation dropped: the unknown fields.
@@ -257,11 +260,26 @@ impl ApiServer {
             .ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))
     }
 
+    /// For admission look-ups of objects that rarely change (namespaces,
+    /// service accounts): the cache as it is, synced only on a miss, so a
+    /// write never waits for the cache to catch up with other writers.
+    async fn lookup_cached(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<CachedObject>, ApiError> {
+        match self.cache.kind(rt).get(&self.key(rt, ns, name)) {
+            Some(o) => Ok(o),
+            None => self.get_cached(rt, ns, name).await,
+        }
+    }
+
     /// Admission for namespaced creates: the namespace must exist and not be terminating.
     async fn check_namespace(&self, rt: &ResourceType, ns: &str) -> Result<(), ApiError> {
         let nsrt =
             navarch_api::registry::lookup("", "v1", "namespaces").expect("namespaces served");
-        let o = match self.get_cached(nsrt, None, ns).await {
+        let o = match self.lookup_cached(nsrt, None, ns).await {
             Ok(o) => o,
             Err(_) => return Err(ApiError::not_found("", "namespaces", ns)),
         };
@@ -360,8 +378,20 @@ impl ApiServer {
         &self,
         rt: &'static ResourceType,
         ns: Option<&str>,
+        obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        self.create_inner(rt, ns, obj, opts, Operation::Update)
+            .await
+    }
+
+    async fn create_inner(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
         mut obj: Value,
         opts: &WriteOptions,
+        operation: Operation,
     ) -> Result<Written, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(format!(
@@ -430,7 +460,7 @@ impl ApiServer {
         (rt.ops.prepare_create)(&mut obj);
         self.admit(rt, &mut obj, None).await?;
         self.finish(rt, &mut obj, None, opts, &mut warnings)?;
-        self.track_fields(rt, None, &mut obj, opts, "Update");
+        self.track_fields(rt, None, &mut obj, opts, operation, None);
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if opts.dry_run {
             return Ok(Written {
@@ -490,7 +520,7 @@ impl ApiServer {
             name,
             precondition.as_deref(),
             opts,
-            "Update",
+            Operation::Update,
             sub,
             |_old| Ok(body.clone()),
         )
@@ -516,20 +546,28 @@ impl ApiServer {
             }
             match self.read(rt, ns, name).await {
                 Err(e) if e.code == 404 && sub.is_none() => {
-                    let mut obj = patch_doc.clone();
-                    if obj.is_object() {
-                        meta_mut(&mut obj).insert("name".into(), json!(name));
+                    let mut applied = patch_doc.clone();
+                    if !applied.is_object() {
+                        return Err(ApiError::bad_request("an apply patch must be an object"));
                     }
+                    if applied["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .is_empty()
+                    {
+                        meta_mut(&mut applied).insert("name".into(), json!(name));
+                    }
+                    let manager = opts.field_manager.as_deref().unwrap_or("");
+                    let obj = patch::apply::server_side_apply(
+                        None,
+                        &applied,
+                        rt,
+                        manager,
+                        opts.force,
+                        &now_rfc3339(),
+                    )?;
                     let mut w = self
-                        .create(
-                            rt,
-                            ns,
-                            obj,
-                            &WriteOptions {
-                                field_manager: opts.field_manager.clone(),
-                                ..opts.clone()
-                            },
-                        )
+                        .create_inner(rt, ns, obj, opts, Operation::Apply)
                         .await?;
                     w.created = true;
                     return Ok(w);
@@ -539,33 +577,38 @@ impl ApiServer {
             }
         }
         let rt_kind = rt;
-        self.write_loop(
-            rt,
-            ns,
-            name,
-            None,
-            opts,
-            if ptype == PatchType::Apply {
-                "Apply"
-            } else {
-                "Update"
-            },
-            sub,
-            move |old| {
-                let res = match ptype {
-                    PatchType::Json => patch::json_patch(old, &patch_doc),
-                    PatchType::Merge => patch::merge_patch(old, &patch_doc),
-                    PatchType::Strategic => {
-                        patch::strategic::strategic_merge_patch(old, &patch_doc, rt_kind)
-                    }
-                    PatchType::Apply => patch::merge_patch(old, &patch_doc),
-                };
-                res.map_err(|e| match e {
-                    PatchError::BadPatch(m) => ApiError::bad_request(m),
-                    PatchError::Failed(m) => ApiError::new(422, "Invalid", m),
-                })
-            },
-        )
+        let operation = if ptype == PatchType::Apply {
+            Operation::Apply
+        } else {
+            Operation::Update
+        };
+        let manager = opts.field_manager.clone().unwrap_or_default();
+        let force = opts.force;
+        self.write_loop(rt, ns, name, None, opts, operation, sub, move |old| {
+            let res = match ptype {
+                PatchType::Json => patch::json_patch(old, &patch_doc),
+                PatchType::Merge => patch::merge_patch(old, &patch_doc),
+                PatchType::Strategic => {
+                    patch::strategic::strategic_merge_patch(old, &patch_doc, rt_kind)
+                }
+                PatchType::Apply => {
+                    let applied = patch::apply::server_side_apply_subresource(
+                        Some(old),
+                        &patch_doc,
+                        rt_kind,
+                        sub,
+                        &manager,
+                        force,
+                        &now_rfc3339(),
+                    )?;
+                    return Ok(applied);
+                }
+            };
+            res.map_err(|e| match e {
+                PatchError::BadPatch(m) => ApiError::bad_request(m),
+                PatchError::Failed(m) => ApiError::new(422, "Invalid", m),
+            })
+        })
         .await
     }
 
@@ -580,7 +623,7 @@ impl ApiServer {
         name: &str,
         precondition: Option<&str>,
         opts: &WriteOptions,
-        operation: &str,
+        operation: Operation,
         sub: Option<Subresource>,
         mutate: F,
     ) -> Result<Written, ApiError>
@@ -616,7 +659,7 @@ impl ApiServer {
             let mut warnings = Vec::new();
             self.admit(rt, &mut new, Some(&old)).await?;
             self.finish(rt, &mut new, Some(&old), opts, &mut warnings)?;
-            self.track_fields(rt, Some(&old_stored), &mut new, opts, operation);
+            self.track_fields(rt, Some(&old), &mut new, opts, operation, sub);
             // Finalization: the last finalizer gone from a deleting object deletes it.
             let deleting = !new["metadata"]["deletionTimestamp"].is_null();
             let finalizers_left = new["metadata"]["finalizers"]
@@ -793,7 +836,10 @@ impl ApiServer {
                 }
             }
         }
-        if rt.has_spec && sub.is_none() && spec_of(old) != spec_of(new) {
+        if rt.has_spec
+            && !matches!(sub, Some(Subresource::Status) | Some(Subresource::Finalize))
+            && spec_of(old) != spec_of(new)
+        {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(new).insert("generation".into(), json!(g));
         }
@@ -803,12 +849,22 @@ impl ApiServer {
     /// Records field ownership in `metadata.managedFields`.
     fn track_fields(
         &self,
-        _rt: &ResourceType,
-        _old: Option<&Value>,
-        _new: &mut Value,
-        _opts: &WriteOptions,
-        _operation: &str,
+        rt: &ResourceType,
+        old: Option<&Value>,
+        new: &mut Value,
+        opts: &WriteOptions,
+        operation: Operation,
+        sub: Option<Subresource>,
     ) {
+        if operation == Operation::Apply {
+            return;
+        }
+        let manager = opts.field_manager.as_deref().unwrap_or("unknown");
+        let sub = sub.filter(|s| matches!(s, Subresource::Status | Subresource::Scale));
+        patch::apply::track_update_subresource(old, new, rt, sub, manager, &now_rfc3339());
+        if let Some(old) = old {
+            patch::apply::keep_timestamps_if_unchanged(old, new);
+        }
     }
 
     /// A pod bound to a node and not finished is deleted gracefully: its agent stops it first.
@@ -993,48 +1049,57 @@ impl ApiServer {
     ) -> Result<Value, ApiError> {
         let this = self;
         let w = self
-            .write_loop(rt, ns, name, None, opts, "Update", None, |old| {
-                let scale = this.scale_of(rt, old);
-                let new_scale = match ptype {
-                    None => body.clone(),
-                    Some(PatchType::Json) => patch::json_patch(&scale, &body)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
-                    Some(_) => patch::merge_patch(&scale, &body)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
-                };
-                if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str() {
-                    if !rv.is_empty()
-                        && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
-                    {
-                        return Err(ApiError::modified(rt.group, rt.plural, name));
+            .write_loop(
+                rt,
+                ns,
+                name,
+                None,
+                opts,
+                Operation::Update,
+                Some(Subresource::Scale),
+                |old| {
+                    let scale = this.scale_of(rt, old);
+                    let new_scale = match ptype {
+                        None => body.clone(),
+                        Some(PatchType::Json) => patch::json_patch(&scale, &body)
+                            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                        Some(_) => patch::merge_patch(&scale, &body)
+                            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    };
+                    if let Some(rv) = new_scale["metadata"]["resourceVersion"].as_str() {
+                        if !rv.is_empty()
+                            && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                        {
+                            return Err(ApiError::modified(rt.group, rt.plural, name));
+                        }
                     }
-                }
-                let replicas = match &new_scale["spec"]["replicas"] {
-                    Value::Number(n)
-                        if n.as_i64()
-                            .map(|r| (0..=i32::MAX as i64).contains(&r))
-                            .unwrap_or(false) =>
-                    {
-                        n.as_i64().unwrap_or(0)
-                    }
-                    Value::Null => 0,
-                    other => {
-                        return Err(ApiError::invalid(
-                            "autoscaling",
-                            "Scale",
-                            name,
-                            vec![Cause::invalid(
-                                "spec.replicas",
-                                other,
-                                "must be greater than or equal to 0",
-                            )],
-                        ));
-                    }
-                };
-                let mut new = old.clone();
-                new["spec"]["replicas"] = json!(replicas);
-                Ok(new)
-            })
+                    let replicas = match &new_scale["spec"]["replicas"] {
+                        Value::Number(n)
+                            if n.as_i64()
+                                .map(|r| (0..=i32::MAX as i64).contains(&r))
+                                .unwrap_or(false) =>
+                        {
+                            n.as_i64().unwrap_or(0)
+                        }
+                        Value::Null => 0,
+                        other => {
+                            return Err(ApiError::invalid(
+                                "autoscaling",
+                                "Scale",
+                                name,
+                                vec![Cause::invalid(
+                                    "spec.replicas",
+                                    other,
+                                    "must be greater than or equal to 0",
+                                )],
+                            ));
+                        }
+                    };
+                    let mut new = old.clone();
+                    new["spec"]["replicas"] = json!(replicas);
+                    Ok(new)
+                },
+            )
             .await?;
         Ok(self.scale_of(rt, &w.object))
     }
@@ -1069,7 +1134,7 @@ impl ApiServer {
             name,
             None,
             opts,
-            "Update",
+            Operation::Update,
             Some(Subresource::Binding),
             |old| {
                 if !old["metadata"]["deletionTimestamp"].is_null() {
@@ -1133,7 +1198,7 @@ impl ApiServer {
         pod["spec"]["serviceAccountName"] = json!(sa);
         pod["spec"]["serviceAccount"] = json!(sa);
         let sart = navarch_api::registry::lookup("", "v1", "serviceaccounts").expect("served");
-        if self.get_cached(sart, Some(&ns), &sa).await.is_err() {
+        if self.lookup_cached(sart, Some(&ns), &sa).await.is_err() {
             return Err(ApiError::forbidden(format!("pods \"{name}\" is forbidden: error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found")).with_details("", "pods", &name));
         }
         // Priority admission.
@@ -1379,8 +1444,6 @@ mod tests {
         assert!(is_dns_subdomain("a.b-c.d"));
         assert!(!is_dns_subdomain("A"));
         assert!(!is_dns_subdomain("-a"));
-        assert!(!is_dns_label("a.b"));
-        assert!(is_dns_label("web-1"));
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Query {
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true") | Some("1"))
     }
-    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+    fn write_options(&self, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
         let validation = match self.get("fieldValidation") {
             None | Some("") | Some("Warn") => FieldValidation::Warn,
             Some("Strict") => FieldValidation::Strict,
@@ -101,9 +101,29 @@ impl Query {
                 )))
             }
         };
+        // Upstream's default manager: the User-Agent's program name.
+        let field_manager = match self.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) if m.len() > 128 => {
+                return Err(ApiError::bad_request(
+                    "fieldManager must not be longer than 128 characters",
+                ))
+            }
+            Some(m) => Some(m.to_string()),
+            None => Some(
+                headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("unknown")
+                    .chars()
+                    .take(128)
+                    .collect(),
+            ),
+        };
         Ok(WriteOptions {
             dry_run,
-            field_manager: self.get("fieldManager").map(str::to_string),
+            field_manager,
             validation,
             force: self.flag("force"),
         })
@@ -330,6 +350,7 @@ impl ApiServer {
         };
         let q = Query::parse(req.uri().query());
         let method = req.method().clone();
+        let headers = req.headers().clone();
         if method != Method::GET
             && matches!(
                 r,
@@ -399,9 +420,26 @@ impl ApiServer {
                         "the server could not find the requested resource",
                     )
                 }),
-            Route::OpenApiRoot | Route::OpenApiDoc(_) => {
-                Err(ApiError::new(404, "NotFound", "TEMP"))
-            }
+            Route::OpenApiRoot => Ok(json_response(StatusCode::OK, navarch_api::openapi::root())),
+            Route::OpenApiDoc(p) => match navarch_api::openapi::document(&p) {
+                Some((bytes, _hash)) => {
+                    let mut r = bytes_response(
+                        StatusCode::OK,
+                        "application/json",
+                        Bytes::from(bytes.clone()),
+                    );
+                    r.headers_mut().insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("public, immutable"),
+                    );
+                    Ok(r)
+                }
+                None => Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("no OpenAPI document for {p:?}"),
+                )),
+            },
             Route::AccessReview(kind) => {
                 if method != Method::POST {
                     return Err(ApiError::method_not_allowed(format!(
@@ -435,7 +473,7 @@ impl ApiServer {
                 let b = decode_body(&ct, &body)?;
                 let name = b["metadata"]["name"].as_str().unwrap_or("").to_string();
                 let pods = registry::lookup("", "v1", "pods").expect("served");
-                self.bind(pods, Some(&ns), &name, &b, &q.write_options()?)
+                self.bind(pods, Some(&ns), &name, &b, &q.write_options(&headers)?)
                     .await?;
                 Ok(json_response(
                     StatusCode::CREATED,
@@ -480,6 +518,7 @@ impl ApiServer {
         let rt = rp.rt;
         let ns = rp.namespace.as_deref();
         let method = req.method().clone();
+        let headers = req.headers().clone();
         if rt.namespaced()
             && ns.is_none()
             && (rp.name.is_some() || method != Method::GET)
@@ -532,14 +571,14 @@ impl ApiServer {
                 )))
             }
             (Method::POST, None, None) => {
-                let opts = q.write_options()?;
+                let opts = q.write_options(&headers)?;
                 let (_, (ct, body)) = read_body(req).await?;
                 let obj = decode_body(&ct, &body)?;
                 let w = self.create(rt, ns, obj, &opts).await?;
                 Ok(written(StatusCode::CREATED, w))
             }
             (Method::POST, Some(name), Some(Subresource::Binding)) => {
-                let opts = q.write_options()?;
+                let opts = q.write_options(&headers)?;
                 let (_, (ct, body)) = read_body(req).await?;
                 let b = decode_body(&ct, &body)?;
                 self.bind(rt, ns, name, &b, &opts).await?;
@@ -566,14 +605,14 @@ impl ApiServer {
                 Some(name),
                 None | Some(Subresource::Status) | Some(Subresource::Finalize),
             ) => {
-                let opts = q.write_options()?;
+                let opts = q.write_options(&headers)?;
                 let (_, (ct, body)) = read_body(req).await?;
                 let obj = decode_body(&ct, &body)?;
                 let w = self.update(rt, ns, name, rp.sub, obj, &opts).await?;
                 Ok(written(StatusCode::OK, w))
             }
             (Method::PUT, Some(name), Some(Subresource::Scale)) => {
-                let opts = q.write_options()?;
+                let opts = q.write_options(&headers)?;
                 let (_, (ct, body)) = read_body(req).await?;
                 let obj = decode_body(&ct, &body)?;
                 let s = self.update_scale(rt, ns, name, None, obj, &opts).await?;
@@ -584,7 +623,7 @@ impl ApiServer {
                 Some(name),
                 sub @ (None | Some(Subresource::Status) | Some(Subresource::Scale)),
             ) => {
-                let opts = q.write_options()?;
+                let opts = q.write_options(&headers)?;
                 let (_, (ct, body)) = read_body(req).await?;
                 let ptype = PatchType::from_content_type(&ct)
                     .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;

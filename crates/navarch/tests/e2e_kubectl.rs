@@ -352,7 +352,7 @@ fn create_generators_use_protobuf_bodies() {
 #[test]
 fn replace_conflict_diff_edit_and_wait() {
     let s = TestServer::start();
-    s.must_kubectl(&["create", "configmap", "cm", "--from-literal=k=v1"]);
+    s.must_kubectl(&["create", "configmap", "cm", "--from-literal=k=first"]);
     let stale = s.must_kubectl(&["get", "cm", "cm", "-o", "yaml"]);
     s.must_kubectl(&[
         "patch",
@@ -360,13 +360,13 @@ fn replace_conflict_diff_edit_and_wait() {
         "cm",
         "--type=merge",
         "-p",
-        r#"{"data":{"k":"v2"}}"#,
+        r#"{"data":{"k":"second"}}"#,
     ]);
     // A replace with the old resourceVersion is a Conflict.
     let o = s.kubectl_with(
         &kubectl_path(),
         &["replace", "-f", "-"],
-        Some(&stale.replace("v1", "v3")),
+        Some(&stale.replace("k: first", "k: third")),
     );
     assert!(!o.status.success());
     assert!(
@@ -376,29 +376,36 @@ fn replace_conflict_diff_edit_and_wait() {
     );
     // A fresh one succeeds.
     let fresh = s.must_kubectl(&["get", "cm", "cm", "-o", "yaml"]);
-    s.must_kubectl_stdin(&["replace", "-f", "-"], &fresh.replace("v2", "v4"));
+    s.must_kubectl_stdin(
+        &["replace", "-f", "-"],
+        &fresh.replace("k: second", "k: fourth"),
+    );
     assert_eq!(
         s.must_kubectl(&["get", "cm", "cm", "-o", "jsonpath={.data.k}"]),
-        "v4"
+        "fourth"
     );
 
     // diff: exit 1 and a unified diff when the server object differs.
     let o = s.kubectl_with(
         &kubectl_path(),
         &["diff", "-f", "-"],
-        Some(&fresh.replace("v2", "v5")),
+        Some(&fresh.replace("k: second", "k: fifth")),
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stdout(&o).contains("+  k: v5"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("+  k: fifth"), "{}", stdout(&o));
     assert_eq!(
         s.must_kubectl(&["get", "cm", "cm", "-o", "jsonpath={.data.k}"]),
-        "v4",
+        "fourth",
         "diff must not change the object"
     );
 
     // edit through an editor script.
     let editor = s.dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/k: v4/k: edited/' \"$1\"\n").unwrap();
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/k: fourth/k: edited/' \"$1\"\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o = std::process::Command::new(kubectl_path())
