@@ -312,7 +312,7 @@ impl ApiServer {
         }
         let storage_form = match rt.ops.to_storage {
             Some(f) => f(obj.clone()),
-            None => obj.clone(),
+            None => Value::Null,
         };
         let storage_rt = if rt.ops.to_storage.is_some() {
             navarch_api::REGISTRY
@@ -344,9 +344,13 @@ impl ApiServer {
                 FieldValidation::Ignore => {}
             }
         }
-        let stored = (storage_rt.normalize)(storage_form)
-            .map_err(|e| ApiError::bad_request(format!("{} in body: {e}", rt.kind)))?;
-        *obj = stored;
+        // Kinds with their own storage store the normalised view as it is.
+        *obj = if rt.ops.to_storage.is_some() {
+            (storage_rt.normalize)(storage_form)
+                .map_err(|e| ApiError::bad_request(format!("{} in body: {e}", rt.kind)))?
+        } else {
+            view_norm
+        };
         Ok(())
     }
 

@@ -180,6 +180,16 @@ impl Drop for ChildServer {
     }
 }
 
+/// User+system CPU time of a process, in milliseconds (from /proc/PID/stat).
+pub fn cpu_ms_of(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // /proc reports clock ticks in USER_HZ, which is 100 on Linux.
+    Some(ticks * 10.0)
+}
+
 pub fn rss_of(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -303,6 +313,7 @@ async fn api(args: BenchArgs) -> Result<()> {
         lat
     });
 
+    let cpu_before = child.as_ref().and_then(|c| cpu_ms_of(c.child.id()));
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -355,6 +366,13 @@ async fn api(args: BenchArgs) -> Result<()> {
         errors += e;
     }
     let create_secs = started.elapsed().as_secs_f64();
+    let cpu_after = child.as_ref().and_then(|c| cpu_ms_of(c.child.id()));
+    let server_cpu_ms_per_1000 = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if !lat.is_empty() => {
+            Some(((a - b) / lat.len() as f64 * 1000.0 * 10.0).round() / 10.0)
+        }
+        _ => None,
+    };
     lat.sort_by(|a, b| a.total_cmp(b));
     let creates_per_second = lat.len() as f64 / create_secs;
 
@@ -404,12 +422,19 @@ async fn api(args: BenchArgs) -> Result<()> {
         "watch_events": watch_lat.len(),
         "watch_p50_ms": (percentile(&watch_lat, 0.50) * 100.0).round() / 100.0,
         "watch_p99_ms": (percentile(&watch_lat, 0.99) * 100.0).round() / 100.0,
+        "server_cpu_ms_per_1000_creates": server_cpu_ms_per_1000,
         "ready_ms": ready_ms.map(|m| (m * 10.0).round() / 10.0),
         "rss_idle_mb": mb(idle_rss),
         "rss_loaded_mb": mb(loaded_rss),
     });
     if !args.json {
         eprintln!("created {} pods in {:.2}s with {} clients: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", lat.len(), create_secs, args.clients, creates_per_second, percentile(&lat, 0.5), percentile(&lat, 0.99), errors);
+        if let Some(c) = server_cpu_ms_per_1000 {
+            eprintln!(
+                "server CPU per 1000 creates: {c} ms (about {:.0} creates/s per dedicated core)",
+                1_000_000.0 / c
+            );
+        }
         eprintln!(
             "full list of {listed_items} pods ({} MB) in {:.0} ms",
             body.len() / 1048576,
