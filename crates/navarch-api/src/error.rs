@@ -15,28 +15,51 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
     }
-    pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: impl std::fmt::Display) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl std::fmt::Display,
+    ) -> Self {
         Cause {
             reason: "FieldValueInvalid",
             field: field.into(),
             message: format!("Invalid value: {value}: {detail}"),
         }
     }
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         Cause {
             reason: "FieldValueNotSupported",
             field: field.into(),
-            message: format!("Unsupported value: \"{value}\": supported values: {}", list.join(", ")),
+            message: format!(
+                "Unsupported value: \"{value}\": supported values: {}",
+                list.join(", ")
+            ),
         }
     }
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        Cause { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {value}"),
+        }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {}", detail.into()) }
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {}", detail.into()),
+        }
     }
     /// Upstream's message for immutable fields.
     pub fn immutable(field: impl Into<String>) -> Self {
@@ -95,13 +118,21 @@ impl ApiError {
 
     /// `resource` is the qualified plural (`deployments.apps`, `pods`).
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)))
-            .with_details(group, plural, name)
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
+        .with_details(group, plural, name)
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, plural)))
-            .with_details(group, plural, name)
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        )
+        .with_details(group, plural, name)
     }
 
     /// Optimistic concurrency failure (stale resourceVersion or uid precondition).
@@ -109,7 +140,10 @@ impl ApiError {
         ApiError::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {detail}", qualified(group, plural)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+                qualified(group, plural)
+            ),
         )
         .with_details(group, plural, name)
     }
@@ -126,7 +160,11 @@ impl ApiError {
     /// 422 with field causes; `kind` is the Kind (`Deployment`).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let rendered: Vec<String> = causes.iter().map(Cause::render).collect();
-        let what = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let what = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let message = if rendered.len() == 1 {
             format!("{what} \"{name}\" is invalid: {}", rendered[0])
         } else {
@@ -242,9 +280,20 @@ mod tests {
     #[test]
     fn invalid_message_core_and_group() {
         let e = ApiError::invalid("", "Pod", "x", vec![Cause::required("spec.containers")]);
-        assert_eq!(e.message, "Pod \"x\" is invalid: spec.containers: Required value");
-        let e = ApiError::invalid("apps", "Deployment", "web", vec![Cause::required("a"), Cause::required("b")]);
-        assert_eq!(e.message, "Deployment.apps \"web\" is invalid: [a: Required value, b: Required value]");
+        assert_eq!(
+            e.message,
+            "Pod \"x\" is invalid: spec.containers: Required value"
+        );
+        let e = ApiError::invalid(
+            "apps",
+            "Deployment",
+            "web",
+            vec![Cause::required("a"), Cause::required("b")],
+        );
+        assert_eq!(
+            e.message,
+            "Deployment.apps \"web\" is invalid: [a: Required value, b: Required value]"
+        );
         assert_eq!(e.to_status()["details"]["causes"][1]["field"], "b");
     }
 }

@@ -37,7 +37,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -45,7 +49,11 @@ pub fn human_duration(secs: i64) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
@@ -53,7 +61,11 @@ pub fn human_duration(secs: i64) -> String {
     if hours < 24 * 8 {
         let h = hours % 24;
         let d = hours / 24;
-        return if h == 0 { format!("{d}d") } else { format!("{d}d{h}h") };
+        return if h == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{h}h")
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
@@ -61,7 +73,11 @@ pub fn human_duration(secs: i64) -> String {
     if hours < 24 * 365 * 8 {
         let d = (hours / 24) % 365;
         let y = hours / 24 / 365;
-        return if d == 0 { format!("{y}y") } else { format!("{y}y{d}d") };
+        return if d == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{d}d")
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -81,7 +97,10 @@ pub fn age(obj: &Value, now: Timestamp) -> String {
 
 /// RFC 3339 at second precision, as Kubernetes writes `metav1.Time`.
 pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second).unwrap_or(t).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// RFC 3339 with microseconds, as Kubernetes writes `metav1.MicroTime`.

@@ -60,7 +60,9 @@ impl Subresource {
 /// fields dropped, required fields present, types checked.
 pub type NormalizeFn = fn(Value) -> Result<Value, serde_json::Error>;
 
-fn normalize<T: serde::de::DeserializeOwned + serde::Serialize>(v: Value) -> Result<Value, serde_json::Error> {
+fn normalize<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: Value,
+) -> Result<Value, serde_json::Error> {
     let typed: T = serde_json::from_value(v)?;
     serde_json::to_value(typed)
 }

@@ -5,6 +5,11 @@
 //! optimistic concurrency against the store), and are read back through the
 //! `cache` (lists and watches from memory).
 
+// `ApiError` carries a full `Status` (message, details, causes); it is
+// the cold path of every handler, and boxing it would add noise at each of
+// hundreds of call sites for no measurable gain.
+#![allow(clippy::result_large_err)]
+
 pub mod auth;
 mod builtin;
 pub mod cache;

@@ -40,8 +40,8 @@ pub enum PatchError {
 
 /// RFC 6902 JSON patch.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
-    let ops: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| PatchError::BadPatch(format!("invalid JSON patch: {e}")))?;
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| PatchError::BadPatch(format!("invalid JSON patch: {e}")))?;
     let mut out = doc.clone();
     json_patch::patch(&mut out, &ops).map_err(|e| PatchError::Failed(e.to_string()))?;
     Ok(out)
@@ -50,7 +50,9 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     if !patch.is_object() {
-        return Err(PatchError::BadPatch("merge patch must be a JSON object".into()));
+        return Err(PatchError::BadPatch(
+            "merge patch must be a JSON object".into(),
+        ));
     }
     let mut out = doc.clone();
     json_patch::merge(&mut out, patch);
