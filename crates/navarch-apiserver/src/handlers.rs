@@ -640,7 +640,14 @@ impl ApiServer {
             self.merge_update(rt, sub, &old, &mut new)?;
             let mut warnings = Vec::new();
             self.admit(rt, &mut new, Some(&old)).await?;
-            self.finish(rt, &mut new, Some(&old), opts, &mut warnings)?;
+            // A binding sets the one field pod updates may never change; it is
+            // validated as the pod it makes, not as an update.
+            let old_for_validation = if sub == Some(Subresource::Binding) {
+                None
+            } else {
+                Some(&old)
+            };
+            self.finish(rt, &mut new, old_for_validation, opts, &mut warnings)?;
             self.track_fields(rt, Some(&old), &mut new, opts, operation, sub);
             // Finalization: the last finalizer gone from a deleting object deletes it.
             let deleting = !new["metadata"]["deletionTimestamp"].is_null();

@@ -639,3 +639,143 @@ fn unauthenticated_requests_get_401() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["code"], 401);
 }
+
+/// POSTs a JSON body with the admin token; returns (HTTP code, body).
+fn post(s: &TestServer, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", s.token())])
+        .args(["-d", body, &format!("{}{path}", s.url())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn binding_graceful_deletion_eviction_finalizers_and_namespaces() {
+    let s = TestServer::start();
+    s.must_kubectl(&["run", "p", "--image=nginx"]);
+    let bind = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"n1"}}"#;
+    let (code, _) = post(&s, "/api/v1/namespaces/default/pods/p/binding", bind);
+    assert_eq!(code, 201);
+    assert_eq!(
+        s.must_kubectl(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=n1",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "pod/p"
+    );
+    let (code, st) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/p/binding",
+        &bind.replace("n1", "n2"),
+    );
+    assert_eq!(code, 409, "{st}");
+    // A bound pod is deleted gracefully: it stays, Terminating, until its agent finishes it.
+    s.must_kubectl(&["delete", "pod", "p", "--wait=false"]);
+    let t = s.must_kubectl(&["get", "pod", "p"]);
+    assert!(t.contains("Terminating"), "{t}");
+    s.must_kubectl(&["delete", "pod", "p", "--force", "--grace-period=0"]);
+    assert!(!s.kubectl(&["get", "pod", "p"]).status.success());
+
+    // Eviction deletes an unbound pod at once.
+    s.must_kubectl(&["run", "e", "--image=nginx"]);
+    let (code, st) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/e/eviction",
+        r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"e","namespace":"default"}}"#,
+    );
+    assert_eq!(code, 201, "{st}");
+    assert!(!s.kubectl(&["get", "pod", "e"]).status.success());
+
+    // Finalizers hold deletion until removed.
+    s.must_kubectl(&["create", "configmap", "fin"]);
+    s.must_kubectl(&[
+        "patch",
+        "cm",
+        "fin",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    s.must_kubectl(&["delete", "cm", "fin", "--wait=false"]);
+    assert!(!s
+        .must_kubectl(&[
+            "get",
+            "cm",
+            "fin",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ])
+        .is_empty());
+    let o = s.kubectl(&[
+        "patch",
+        "cm",
+        "fin",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold","example.com/new"]}}"#,
+    ]);
+    assert!(
+        !o.status.success(),
+        "new finalizers on a deleting object must be refused"
+    );
+    s.must_kubectl(&[
+        "patch",
+        "cm",
+        "fin",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    assert!(!s.kubectl(&["get", "cm", "fin"]).status.success());
+
+    // Events are found by describe through involvedObject field selectors.
+    s.must_kubectl(&["run", "q", "--image=nginx"]);
+    let uid = s.must_kubectl(&["get", "pod", "q", "-o", "jsonpath={.metadata.uid}"]);
+    let ev = format!(
+        "apiVersion: v1\nkind: Event\nmetadata: {{name: q.1}}\ninvolvedObject: {{kind: Pod, name: q, namespace: default, uid: \"{uid}\", apiVersion: v1}}\nreason: Testing\nmessage: hello from the test\ntype: Normal\nsource: {{component: e2e}}\ncount: 1\n"
+    );
+    s.must_kubectl_stdin(&["create", "-f", "-"], &ev);
+    let d = s.must_kubectl(&["describe", "pod", "q"]);
+    assert!(
+        d.contains("Testing") && d.contains("hello from the test"),
+        "{d}"
+    );
+    let v1 = s.must_kubectl(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "-o",
+        "jsonpath={.items[0].regarding.name}/{.items[0].note}",
+    ]);
+    assert_eq!(v1, "q/hello from the test");
+
+    // Deleting a namespace deletes its contents, then the namespace; creation into it is refused meanwhile.
+    s.must_kubectl(&["create", "ns", "doomed"]);
+    s.must_kubectl(&["-n", "doomed", "create", "configmap", "a"]);
+    s.must_kubectl(&["-n", "doomed", "create", "deployment", "d", "--image=nginx"]);
+    s.must_kubectl(&["delete", "ns", "doomed", "--timeout=20s"]);
+    assert!(!s.kubectl(&["get", "ns", "doomed"]).status.success());
+    assert!(!s
+        .kubectl(&["-n", "doomed", "create", "configmap", "b"])
+        .status
+        .success());
+}
