@@ -120,6 +120,45 @@ async fn kube_rs_crud_watch_patch_discovery() {
         Some(3)
     );
 
+    // deletecollection with a label selector removes exactly the matching objects.
+    for n in ["dc-1", "dc-2"] {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"sweep": "yes"}}}))
+                .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("sweep=yes"),
+    )
+    .await
+    .unwrap();
+    assert!(cms
+        .list(&ListParams::default().labels("sweep=yes"))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(
+        cms.get_opt("rs").await.unwrap().is_some(),
+        "deletecollection deleted an unselected object"
+    );
+
+    // A server-side dry run returns the would-be object and stores nothing.
+    let dry: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dry"}})).unwrap();
+    let got = cms
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &dry,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.metadata.name.as_deref(), Some("dry"));
+    assert!(cms.get_opt("dry").await.unwrap().is_none());
+
     cms.delete("rs", &DeleteParams::default()).await.unwrap();
     let gone = cms.get("rs").await.unwrap_err();
     assert!(

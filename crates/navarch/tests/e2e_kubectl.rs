@@ -559,6 +559,59 @@ fn bad_input_gets_clear_errors() {
         "{}",
         stderr(&o)
     );
+    // Bodies over 3 MiB are refused with 413.
+    let big = format!(
+        "{{\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(4 * 1024 * 1024)
+    );
+    let path = s.dir.path().join("big.json");
+    std::fs::write(&path, big).unwrap();
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--http1.1",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", s.token())])
+        .arg("--data-binary")
+        .arg(format!("@{}", path.display()))
+        .arg(format!("{}/api/v1/namespaces/default/configmaps", s.url()))
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["code"], 413, "{st}");
+    // Malformed JSON and unknown paths get Status errors.
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            "{not json",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", s.token())])
+        .arg(format!("{}/api/v1/namespaces/default/configmaps", s.url()))
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (st["kind"].as_str(), st["code"].as_i64()),
+        (Some("Status"), Some(400)),
+        "{st}"
+    );
+    let o = std::process::Command::new("curl")
+        .args(["-sk", "-H", &format!("Authorization: Bearer {}", s.token())])
+        .arg(format!("{}/apis/nope.example.com/v1/widgets", s.url()))
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["code"], 404, "{st}");
+
     // Nothing was stored by the failures.
     assert_eq!(
         s.must_kubectl(&["get", "cm", "-o", "name"]).lines().count(),
