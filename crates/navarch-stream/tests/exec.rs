@@ -6,6 +6,7 @@ use common::{start, TEST_TIMEOUT};
 use navarch_stream::client::{spdy_connect, ExecClient, ExecEvent};
 use navarch_stream::spdy::SpdyHeaders;
 use navarch_stream::{ExitStatus, TerminalSize};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -219,15 +220,27 @@ async fn spdy_v4_exec_round_trip() {
         let stdout = conn.open_stream(stream_headers("stdout")).await.unwrap();
         let stderr = conn.open_stream(stream_headers("stderr")).await.unwrap();
         let (mut error_r, _error_w) = error.io.into_split();
-        let (_, mut stdin_w) = stdin.io.into_split();
+        let (mut stdin_r, mut stdin_w) = stdin.io.into_split();
         let (mut stdout_r, _stdout_w) = stdout.io.into_split();
         let (mut stderr_r, _stderr_w) = stderr.io.into_split();
+        // client-go stops sending input when the server half-closes stdin: it must stay open.
+        let mut probe = [0u8; 1];
+        assert!(
+            timeout(Duration::from_millis(200), stdin_r.read(&mut probe))
+                .await
+                .is_err(),
+            "server closed the stdin stream early"
+        );
         stdin_w.write_all(b"over spdy").await.unwrap();
         stdin_w.shutdown().await.unwrap();
         assert_eq!(read_all(&mut stdout_r).await, b"over spdy");
         assert_eq!(read_all(&mut stderr_r).await, b"bye\n");
         let status = ExitStatus::parse(&read_all(&mut error_r).await);
         assert_eq!(status.exit_code(), Some(3));
+        // spdystream drops queued frames on EOF, so the server must not hang up before the
+        // client is done: the connection still answers pings after the status.
+        conn.ping().await.unwrap();
+        conn.close().await.unwrap();
     })
     .await
     .unwrap();

@@ -27,8 +27,15 @@ use super::{rst, SpdyError};
 use crate::error::Error;
 use crate::pipe::{pipe, ChannelReader, ChannelWriter, DuplexChannel};
 
-/// How long a closing connection waits for the peer to hang up.
+/// How long a closing connection waits for the peer to hang up after our write side is shut.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a closing connection waits, after every stream has sent its FIN, for the peer to
+/// close its side of the streams before the connection is shut down anyway.
+///
+/// spdystream discards frames still queued for its stream workers when it reads EOF (or a
+/// GOAWAY), so shutting down right after the last DATA frame loses output at random; like
+/// spdystream's own `Close`, wait for the peer to be done first.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(30);
 /// Bytes batched by the writer before it writes to the socket.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -210,6 +217,7 @@ impl SpdyConnection {
             closing: None,
             shutdown_sent: false,
             goaway_received: false,
+            linger_until: None,
         };
         tokio::spawn(task.run(read, ctrl_rx));
         SpdyConnection { ctrl: ctrl_tx }
@@ -416,6 +424,8 @@ struct ConnTask {
     closing: Option<Vec<oneshot::Sender<()>>>,
     shutdown_sent: bool,
     goaway_received: bool,
+    /// When our FINs are out and we wait for the peer (see [`CLOSE_LINGER`]).
+    linger_until: Option<tokio::time::Instant>,
 }
 
 /// Why the connection task stopped.
@@ -461,11 +471,21 @@ impl ConnTask {
                     Err(e) => break Stop::Fatal(e),
                 }
             }
+            if self.closing.is_some() && !self.shutdown_sent {
+                self.maybe_finish_close().await;
+            }
             if self.shutdown_sent && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
             let grace = async {
                 match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => futures::future::pending().await,
+                }
+            };
+            let linger_at = self.linger_until.filter(|_| !self.shutdown_sent);
+            let linger = async move {
+                match linger_at {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => futures::future::pending().await,
                 }
@@ -509,6 +529,10 @@ impl ConnTask {
                     }
                 }
                 _ = grace => break Stop::Eof,
+                _ = linger => {
+                    tracing::debug!("peer did not close its streams in time; shutting down");
+                    self.shutdown_write().await;
+                }
             }
         };
         if let Stop::Fatal(e) = &stop {
@@ -675,12 +699,26 @@ impl ConnTask {
         }
     }
 
-    /// Once closing and every pump has sent its FIN, shut the write side down.
+    /// Once closing, every pump has sent its FIN and the peer is done with the streams (all
+    /// closed or reset, or a GOAWAY), shut the write side down.
     async fn maybe_finish_close(&mut self) {
         if self.shutdown_sent || self.closing.is_none() {
             return;
         }
         if self.streams.values().any(|e| e.pump.is_some()) {
+            return;
+        }
+        if !self.streams.is_empty() && !self.goaway_received {
+            if self.linger_until.is_none() {
+                self.linger_until = Some(tokio::time::Instant::now() + CLOSE_LINGER);
+            }
+            return;
+        }
+        self.shutdown_write().await;
+    }
+
+    async fn shutdown_write(&mut self) {
+        if self.shutdown_sent {
             return;
         }
         self.shutdown_sent = true;

@@ -22,6 +22,9 @@ pub(crate) struct SpdyFinisher {
     conn: SpdyConnection,
     error: Option<ChannelWriter>,
     json_status: bool,
+    /// Write halves we never use (stdin, resize), kept open until the end: client-go takes
+    /// the server half-closing stdin as the end of the session and stops sending input.
+    _unused: Vec<ChannelWriter>,
 }
 
 impl SpdyFinisher {
@@ -61,6 +64,7 @@ where
     let mut streams = ExecStreams::new(opts.tty);
     let mut error = None;
     let mut resize = None;
+    let mut unused = Vec::new();
     let mut received = 0;
     let collect = async {
         while received < expected {
@@ -79,10 +83,19 @@ where
             let (reader, writer) = s.accept().io.into_split();
             match kind.as_str() {
                 "error" => error = Some(writer),
-                "stdin" => streams.stdin = Some(reader),
+                "stdin" => {
+                    streams.stdin = Some(reader);
+                    // The v1 kubelet closed stdin at once; later versions keep it open.
+                    if version > StreamVersion::V1 {
+                        unused.push(writer);
+                    }
+                }
                 "stdout" => streams.stdout = Some(writer),
                 "stderr" => streams.stderr = Some(writer),
-                _ => resize = Some(reader),
+                _ => {
+                    resize = Some(reader);
+                    unused.push(writer);
+                }
             }
             received += 1;
         }
@@ -116,6 +129,7 @@ where
         conn,
         error,
         json_status: version.json_status(),
+        _unused: unused,
     });
     Ok(streams)
 }
