@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -50,19 +51,47 @@ impl PortForwardRequest {
         self.splice(tcp).await
     }
 
-    /// Copy bytes between the client and `io` until both directions are done.
-    pub async fn splice<T>(self, mut io: T) -> io::Result<()>
+    /// Copy bytes between the client and `io`.
+    ///
+    /// Like the container runtimes' port-forward, once one direction ends the other gets
+    /// [`SPLICE_LINGER`] to finish, then the forwarded connection is closed. WebSocket (v4)
+    /// clients have no per-stream close: they only learn that the pod closed its side when
+    /// this returns and the session ends.
+    pub async fn splice<T>(self, io: T) -> io::Result<()>
     where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite,
     {
-        let PortForwardRequest {
-            mut stream, error, ..
-        } = self;
-        let res = tokio::io::copy_bidirectional(&mut stream, &mut io).await;
+        let PortForwardRequest { stream, error, .. } = self;
+        let (mut client_r, mut client_w) = stream.into_split();
+        let (mut pod_r, mut pod_w) = tokio::io::split(io);
+        let up = async {
+            let r = tokio::io::copy(&mut client_r, &mut pod_w).await;
+            let _ = pod_w.shutdown().await;
+            r
+        };
+        let down = async {
+            let r = tokio::io::copy(&mut pod_r, &mut client_w).await;
+            let _ = client_w.shutdown().await;
+            r
+        };
+        tokio::pin!(up, down);
+        let res = tokio::select! {
+            r = &mut up => {
+                let _ = tokio::time::timeout(SPLICE_LINGER, &mut down).await;
+                r
+            }
+            r = &mut down => {
+                let _ = tokio::time::timeout(SPLICE_LINGER, &mut up).await;
+                r
+            }
+        };
         drop(error);
         res.map(|_| ())
     }
 }
+
+/// How long [`PortForwardRequest::splice`] lets the second direction finish after the first.
+pub const SPLICE_LINGER: Duration = Duration::from_secs(1);
 
 enum Source {
     Fixed(VecDeque<PortForwardRequest>),

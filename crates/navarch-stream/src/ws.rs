@@ -63,25 +63,24 @@ pub fn encode_message(proto: ChannelProtocol, ch: u8, data: &[u8]) -> Message {
 
 /// Decode a data message into `(channel, payload)`. `None` for control messages, empty
 /// messages and undecodable payloads.
+///
+/// Like the kubelet, the framing follows the protocol, not the message type: the Python
+/// client sends `str` stdin as text messages even on binary protocols.
 pub fn decode_message(proto: ChannelProtocol, msg: &Message) -> Option<(u8, Bytes)> {
-    match msg {
-        Message::Binary(b) if !proto.base64 => {
-            let (&ch, _) = b.split_first()?;
-            Some((ch, b.slice(1..)))
-        }
-        Message::Text(t) if proto.base64 => {
-            let s = t.as_str();
-            let ch = s
-                .as_bytes()
-                .first()?
-                .checked_sub(b'0')
-                .filter(|c| *c <= 9)?;
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(&s[1..])
-                .ok()?;
-            Some((ch, Bytes::from(data)))
-        }
-        _ => None,
+    let payload: Bytes = match msg {
+        Message::Binary(b) => b.clone(),
+        Message::Text(t) => Bytes::from(t.clone()),
+        _ => return None,
+    };
+    let (&first, rest) = payload.split_first()?;
+    if proto.base64 {
+        let ch = first.checked_sub(b'0').filter(|c| *c <= 9)?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        Some((ch, Bytes::from(data)))
+    } else {
+        Some((first, payload.slice(1..)))
     }
 }
 
@@ -528,5 +527,13 @@ mod tests {
             None
         );
         assert_eq!(decode_message(b64, &Message::text("x")), None);
+        // Text frames on binary protocols (Python's str stdin) carry the channel byte too.
+        assert_eq!(
+            decode_message(
+                ChannelProtocol::binary(StreamVersion::V5),
+                &Message::text("\u{0}hi")
+            ),
+            Some((0, Bytes::from_static(b"hi")))
+        );
     }
 }

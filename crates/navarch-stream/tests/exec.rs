@@ -284,3 +284,37 @@ async fn spdy_v5_tty_exec_with_resize() {
     .await
     .unwrap();
 }
+
+/// The Python client sends `str` stdin as text messages on the binary v5 protocol.
+#[tokio::test]
+async fn ws_text_frames_carry_stdin_like_python_sends_them() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    timeout(TEST_TIMEOUT, async {
+        let server = start().await;
+        let (mut ws, _) = navarch_stream::client::websocket_connect(
+            server.tcp().await,
+            "/exec?command=cat&stdin=true&stdout=true",
+            &["v5.channel.k8s.io", "v4.channel.k8s.io"],
+        )
+        .await
+        .unwrap();
+        ws.send(Message::text("\u{0}from python\n")).await.unwrap();
+        ws.send(Message::binary(vec![255u8, 0])).await.unwrap();
+        let mut stdout = Vec::new();
+        let mut status = None;
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(b) = m {
+                match b[0] {
+                    1 => stdout.extend_from_slice(&b[1..]),
+                    3 => status = Some(ExitStatus::parse(&b[1..])),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(stdout, b"from python\n");
+        assert_eq!(status, Some(ExitStatus::Success));
+    })
+    .await
+    .unwrap();
+}

@@ -79,6 +79,32 @@ async fn websocket_v4_port_forward() {
     .unwrap();
 }
 
+/// The pod closing its side must end a v4 WebSocket session (there is no per-stream close),
+/// or clients such as Python's wait forever for EOF.
+#[tokio::test]
+async fn websocket_v4_closes_when_the_pod_hangs_up() {
+    timeout(TEST_TIMEOUT, async {
+        let server = start().await;
+        let (mut ws, _) = websocket_connect(
+            server.tcp().await,
+            "/portforward?ports=82",
+            &["v4.channel.k8s.io"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(next_binary(&mut ws).await.unwrap(), vec![0, 82, 0]);
+        assert_eq!(next_binary(&mut ws).await.unwrap(), vec![1, 82, 0]);
+        let mut data = Vec::new();
+        while let Some(m) = next_binary(&mut ws).await {
+            assert_eq!(m[0], 0);
+            data.extend_from_slice(&m[1..]);
+        }
+        assert_eq!(data, b"banner");
+    })
+    .await
+    .unwrap();
+}
+
 async fn round_trip(conn: &mut ForwardedConnection, payload: &[u8]) -> Vec<u8> {
     let (r, w) = (&mut conn.data.reader, &mut conn.data.writer);
     let write = async {

@@ -23,7 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Pod port 80 → an echo server; pod port 81 → a port nobody listens on.
+/// Pod port 80 → an echo server; 81 → a port nobody listens on; 82 → a server that says
+/// "banner" and hangs up.
 pub struct Server {
     pub addr: SocketAddr,
 }
@@ -46,6 +47,23 @@ pub async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// Writes a banner, then closes (like an HTTP/1.0 server after its response).
+pub async fn banner_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(b"banner").await;
+            });
+        }
+    });
+    addr
+}
+
 pub async fn refused_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -56,7 +74,12 @@ pub async fn refused_addr() -> SocketAddr {
 pub async fn start() -> Server {
     let echo = echo_server().await;
     let refused = refused_addr().await;
-    let targets = Arc::new(HashMap::from([(80u16, echo), (81u16, refused)]));
+    let banner = banner_server().await;
+    let targets = Arc::new(HashMap::from([
+        (80u16, echo),
+        (81u16, refused),
+        (82u16, banner),
+    ]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
