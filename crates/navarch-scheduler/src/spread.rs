@@ -1,0 +1,416 @@
+//! PodTopologySpread: `DoNotSchedule` constraints filter, `ScheduleAnyway`
+//! constraints (and the cluster defaults) score.
+//!
+//! Per cycle and constraint: one pass over the nodes finds the eligible
+//! domains (nodes carrying every constraint's topology key and passing the
+//! inclusion policies); matching pods are then counted from the ledger's
+//! label index (O(pods the selector may match), not O(all pods)) into
+//! `value -> count`, with a `count -> domains` multiset so the global
+//! minimum is O(log domains) to read and to maintain when preemption dry
+//! runs remove pods.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::config::{Config, DefaultSpreading};
+use crate::filter::{NodeStatus, REASON_SPREAD, REASON_SPREAD_LABEL};
+use crate::ledger::{Ledger, NodeId};
+use crate::node::NodeInfo;
+use crate::pod::{InclusionPolicy, PodInfo, SpreadConstraint, WhenUnsatisfiable};
+use crate::selector::first_untolerated;
+
+pub(crate) const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
+
+/// The constraints that apply to `pod` for `when`: its own, or the
+/// cluster defaults with the driver-supplied selector. Also returns
+/// whether these are upstream's system defaults.
+pub(crate) fn constraints_for(
+    pod: &PodInfo,
+    config: &Config,
+    when: WhenUnsatisfiable,
+) -> (Vec<SpreadConstraint>, bool) {
+    if !pod.spread_constraints.is_empty() {
+        let own = pod
+            .spread_constraints
+            .iter()
+            .filter(|c| c.when_unsatisfiable == when)
+            .cloned()
+            .collect();
+        return (own, false);
+    }
+    let Some(selector) = pod
+        .default_spread_selector
+        .as_ref()
+        .filter(|s| !s.is_empty() && !s.is_nothing())
+    else {
+        return (
+            Vec::new(),
+            matches!(config.default_spreading, DefaultSpreading::System),
+        );
+    };
+    let (list, system) = match &config.default_spreading {
+        DefaultSpreading::System => (DefaultSpreading::system_constraints(), true),
+        DefaultSpreading::List(l) => (l.clone(), false),
+        DefaultSpreading::Disabled => (Vec::new(), false),
+    };
+    let out = list
+        .into_iter()
+        .filter(|d| d.when_unsatisfiable == when)
+        .map(|d| SpreadConstraint {
+            max_skew: d.max_skew,
+            topology_key: d.topology_key,
+            when_unsatisfiable: d.when_unsatisfiable,
+            selector: selector.clone(),
+            min_domains: 1,
+            node_affinity_policy: InclusionPolicy::Honor,
+            node_taints_policy: InclusionPolicy::Ignore,
+        })
+        .collect();
+    (out, system)
+}
+
+fn has_all_keys(node: &NodeInfo, constraints: &[SpreadConstraint]) -> bool {
+    constraints
+        .iter()
+        .all(|c| node.labels.contains_key(&c.topology_key))
+}
+
+/// Upstream `matchNodeInclusionPolicies`.
+fn included(c: &SpreadConstraint, pod: &PodInfo, node: &NodeInfo) -> bool {
+    if c.node_affinity_policy == InclusionPolicy::Honor
+        && !pod.required_node_affinity.matches(&node.name, &node.labels)
+    {
+        return false;
+    }
+    if c.node_taints_policy == InclusionPolicy::Honor
+        && first_untolerated(&node.taints, &pod.tolerations).is_some()
+    {
+        return false;
+    }
+    true
+}
+
+/// Matching-pod counts per eligible domain. Only non-zero counts are
+/// stored, with a `count -> domains` multiset, so the global minimum is
+/// O(log domains) and hostname spreading over thousands of nodes does not
+/// materialise a map entry per node.
+#[derive(Debug, Clone, Default)]
+struct DomainCounts {
+    /// Number of eligible domains.
+    domains: usize,
+    nonzero: HashMap<String, i64>,
+    by_count: BTreeMap<i64, usize>,
+}
+
+impl DomainCounts {
+    fn add(&mut self, value: &str, delta: i64) {
+        let old = self.nonzero.get(value).copied().unwrap_or(0);
+        let new = old + delta;
+        if old > 0 {
+            if let Some(n) = self.by_count.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_count.remove(&old);
+                }
+            }
+        }
+        if new > 0 {
+            *self.by_count.entry(new).or_insert(0) += 1;
+            self.nonzero.insert(value.to_string(), new);
+        } else {
+            self.nonzero.remove(value);
+        }
+    }
+
+    fn get(&self, value: &str) -> i64 {
+        self.nonzero.get(value).copied().unwrap_or(0)
+    }
+
+    /// Upstream `minMatchNum`: 0 while there are fewer eligible domains
+    /// than `minDomains`, or while some eligible domain has no match.
+    fn min(&self, min_domains: i64) -> i64 {
+        if (self.domains as i64) < min_domains || self.nonzero.len() < self.domains {
+            return 0;
+        }
+        self.by_count.keys().next().copied().unwrap_or(0)
+    }
+}
+
+/// PreFilter state for `DoNotSchedule` constraints.
+#[derive(Debug, Clone)]
+pub(crate) struct SpreadFilter {
+    constraints: Vec<SpreadConstraint>,
+    counts: Vec<DomainCounts>,
+    /// Whether the incoming pod matches each constraint's selector.
+    self_match: Vec<i64>,
+    namespace: String,
+    key: String,
+}
+
+impl SpreadFilter {
+    /// `None` when the pod has no hard constraints (upstream Skip).
+    pub(crate) fn new(ledger: &Ledger, pod: &PodInfo, config: &Config) -> Option<SpreadFilter> {
+        let (constraints, _) = constraints_for(pod, config, WhenUnsatisfiable::DoNotSchedule);
+        if constraints.is_empty() {
+            return None;
+        }
+        let mut counts = vec![DomainCounts::default(); constraints.len()];
+        // Eligible domains. When every node with the (single) topology key
+        // is eligible, the ledger's node-label index knows them: O(1).
+        // Otherwise one pass over the nodes.
+        let single_key = constraints
+            .iter()
+            .all(|c| c.topology_key == constraints[0].topology_key);
+        let trivial = constraints.iter().all(|c| {
+            (c.node_affinity_policy == InclusionPolicy::Ignore
+                || pod.required_node_affinity.is_empty())
+                && c.node_taints_policy == InclusionPolicy::Ignore
+        });
+        if single_key && trivial {
+            let n = ledger
+                .node_labels
+                .get(&constraints[0].topology_key)
+                .map_or(0, |v| v.len());
+            counts.iter_mut().for_each(|c| c.domains = n);
+        } else {
+            let mut values: Vec<std::collections::HashSet<&str>> =
+                vec![Default::default(); constraints.len()];
+            for &nid in &ledger.node_list {
+                let Some(node) = ledger.node_info(nid) else {
+                    continue;
+                };
+                if !has_all_keys(node, &constraints) {
+                    continue;
+                }
+                for (i, c) in constraints.iter().enumerate() {
+                    if included(c, pod, node) {
+                        values[i].insert(node.labels[&c.topology_key].as_str());
+                    }
+                }
+            }
+            for (c, v) in counts.iter_mut().zip(values) {
+                c.domains = v.len();
+            }
+        }
+        for (i, c) in constraints.iter().enumerate() {
+            let mut per_value: HashMap<&str, i64> = HashMap::new();
+            ledger
+                .index
+                .for_each_candidate(&pod.namespace, &c.selector, |id| {
+                    let slot = ledger.pod(id);
+                    if slot.info.terminating
+                        || slot.info.key == pod.key
+                        || !c.selector.matches(Some(&slot.info.labels))
+                    {
+                        return;
+                    }
+                    let Some(node) = ledger.node_info(slot.node) else {
+                        return;
+                    };
+                    if has_all_keys(node, &constraints) && included(c, pod, node) {
+                        *per_value
+                            .entry(node.labels[&c.topology_key].as_str())
+                            .or_insert(0) += 1;
+                    }
+                });
+            for (v, n) in per_value {
+                counts[i].add(v, n);
+            }
+        }
+        let self_match = constraints
+            .iter()
+            .map(|c| i64::from(c.selector.matches(Some(&pod.labels))))
+            .collect();
+        Some(SpreadFilter {
+            constraints,
+            counts,
+            self_match,
+            namespace: pod.namespace.clone(),
+            key: pod.key.clone(),
+        })
+    }
+
+    /// Upstream `updateWithPod` for preemption dry runs.
+    pub(crate) fn update_with_pod(
+        &mut self,
+        incoming: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        delta: i64,
+    ) {
+        if other.namespace != self.namespace
+            || other.terminating
+            || other.key == self.key
+            || !has_all_keys(node, &self.constraints)
+        {
+            return;
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            if !c.selector.matches(Some(&other.labels)) || !included(c, incoming, node) {
+                continue;
+            }
+            self.counts[i].add(&node.labels[&c.topology_key], delta);
+        }
+    }
+
+    pub(crate) fn filter(&self, node: &NodeInfo) -> Result<(), NodeStatus> {
+        for (i, c) in self.constraints.iter().enumerate() {
+            let Some(value) = node.labels.get(&c.topology_key) else {
+                return Err(NodeStatus::unresolvable(REASON_SPREAD_LABEL));
+            };
+            let skew =
+                self.counts[i].get(value) + self.self_match[i] - self.counts[i].min(c.min_domains);
+            if skew > c.max_skew {
+                return Err(NodeStatus::unschedulable(REASON_SPREAD));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PreScore state for `ScheduleAnyway` constraints.
+#[derive(Debug, Clone)]
+pub(crate) struct SpreadScore {
+    constraints: Vec<SpreadConstraint>,
+    ignored: HashSet<NodeId>,
+    /// Non-hostname constraints: counts for the values of scored nodes.
+    topo: Vec<HashMap<String, i64>>,
+    /// Hostname constraints: matching pods per node.
+    per_node: Vec<HashMap<NodeId, i64>>,
+    weights: Vec<f64>,
+}
+
+impl SpreadScore {
+    /// `None` when there is nothing to score (upstream Skip).
+    pub(crate) fn new(
+        ledger: &Ledger,
+        pod: &PodInfo,
+        config: &Config,
+        feasible: &[NodeId],
+    ) -> Option<SpreadScore> {
+        let (constraints, system) = constraints_for(pod, config, WhenUnsatisfiable::ScheduleAnyway);
+        if constraints.is_empty() || ledger.node_list.is_empty() {
+            return None;
+        }
+        // Only user-given (or non-system default) constraints require every
+        // topology key; system defaults still spread by hostname on nodes
+        // without a zone label.
+        let require_all = !pod.spread_constraints.is_empty() || !system;
+        let mut ignored = HashSet::new();
+        let mut topo: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut sizes = vec![0usize; constraints.len()];
+        for &nid in feasible {
+            let node = ledger.node_info(nid).expect("feasible nodes are known");
+            if require_all && !has_all_keys(node, &constraints) {
+                ignored.insert(nid);
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if c.topology_key == HOSTNAME_KEY {
+                    continue;
+                }
+                // Nodes without the key (system defaults only) add no value.
+                if let Some(v) = node.labels.get(&c.topology_key) {
+                    if !topo[i].contains_key(v) {
+                        topo[i].insert(v.clone(), 0);
+                        sizes[i] += 1;
+                    }
+                }
+            }
+        }
+        let weights = constraints
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let size = if c.topology_key == HOSTNAME_KEY {
+                    feasible.len() - ignored.len()
+                } else {
+                    sizes[i]
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        let mut per_node: Vec<HashMap<NodeId, i64>> = vec![HashMap::new(); constraints.len()];
+        for (i, c) in constraints.iter().enumerate() {
+            ledger
+                .index
+                .for_each_candidate(&pod.namespace, &c.selector, |id| {
+                    let slot = ledger.pod(id);
+                    if slot.info.terminating || !c.selector.matches(Some(&slot.info.labels)) {
+                        return;
+                    }
+                    let Some(node) = ledger.node_info(slot.node) else {
+                        return;
+                    };
+                    if c.topology_key == HOSTNAME_KEY {
+                        *per_node[i].entry(slot.node).or_insert(0) += 1;
+                        return;
+                    }
+                    if require_all && !has_all_keys(node, &constraints) {
+                        return;
+                    }
+                    if !included(c, pod, node) {
+                        return;
+                    }
+                    if let Some(v) = node.labels.get(&c.topology_key) {
+                        if let Some(n) = topo[i].get_mut(v) {
+                            *n += 1;
+                        }
+                    }
+                });
+        }
+        Some(SpreadScore {
+            constraints,
+            ignored,
+            topo,
+            per_node,
+            weights,
+        })
+    }
+
+    pub(crate) fn is_ignored(&self, nid: NodeId) -> bool {
+        self.ignored.contains(&nid)
+    }
+
+    /// The raw score: weighted matching pods in the node's domains.
+    pub(crate) fn score(&self, nid: NodeId, node: &NodeInfo) -> i64 {
+        if self.ignored.contains(&nid) {
+            return 0;
+        }
+        let mut score = 0.0;
+        for (i, c) in self.constraints.iter().enumerate() {
+            let Some(v) = node.labels.get(&c.topology_key) else {
+                continue;
+            };
+            let count = if c.topology_key == HOSTNAME_KEY {
+                self.per_node[i].get(&nid).copied().unwrap_or(0)
+            } else {
+                self.topo[i].get(v).copied().unwrap_or(0)
+            };
+            score += count as f64 * self.weights[i] + (c.max_skew - 1) as f64;
+        }
+        score.round() as i64
+    }
+}
+
+/// Upstream PodTopologySpread NormalizeScore: fewer matching pods score
+/// higher; ignored nodes score 0.
+pub(crate) fn normalize(scores: &mut [i64], ignored: &[bool]) {
+    let mut min = i64::MAX;
+    let mut max = 0;
+    for (s, ign) in scores.iter().zip(ignored) {
+        if *ign {
+            continue;
+        }
+        min = min.min(*s);
+        max = max.max(*s);
+    }
+    for (s, ign) in scores.iter_mut().zip(ignored) {
+        if *ign {
+            *s = 0;
+        } else if max == 0 {
+            *s = crate::score::MAX_NODE_SCORE;
+        } else {
+            *s = crate::score::MAX_NODE_SCORE * (max + min - *s) / max;
+        }
+    }
+}
