@@ -11,6 +11,22 @@
 //! | port-forward, `POST` + `Upgrade: SPDY/3.1` | SPDY `error`/`data` stream pairs ([`spdy`]) |
 //! | port-forward, WebSocket `SPDY/3.1+portforward.k8s.io` | the same SPDY, tunnelled in binary messages |
 //!
+//! # Interoperability
+//!
+//! Checked by hand with `examples/kubectl_interop.rs` (a fake API server whose one pod runs
+//! local commands and forwards to 127.0.0.1): kubectl 1.28 (SPDY v4 exec, SPDY
+//! port-forward), 1.30, 1.32 and 1.33 (WebSocket v5 exec, SPDY v5 exec fallback, tunnelled
+//! and plain SPDY port-forward), the Python client 37 and kube-rs 5 (v5 exec, v4
+//! port-forward). Behaviours those clients depend on, each with a regression test:
+//!
+//! - SPDY: the server keeps the stdin stream open (client-go stops sending input when the
+//!   server half-closes it) and, when closing, waits for the client to finish with its
+//!   streams before shutting the connection down (spdystream drops queued frames on EOF).
+//! - WebSocket: text messages carry data on binary protocols too (Python sends `str` stdin
+//!   that way).
+//! - Port-forward: a forwarded connection ends shortly after either side ends
+//!   ([`PortForwardRequest::splice`]), otherwise v4 WebSocket clients never see EOF.
+//!
 //! Server side, with hyper 1:
 //!
 //! ```no_run
@@ -68,7 +84,7 @@ pub use negotiate::{
     SPDY_TUNNEL_PORT_FORWARD, X_STREAM_PROTOCOL_VERSION,
 };
 pub use pipe::{ChannelReader, ChannelWriter, DuplexChannel};
-pub use portforward::{PortForwardRequest, PortForwardServer};
+pub use portforward::{PortForwardRequest, PortForwardServer, SPLICE_LINGER};
 pub use status::{ExitStatus, TerminalSize};
 
 /// The upgraded connection of a hyper 1 request, ready for [`serve_exec`] or
