@@ -832,3 +832,127 @@ fn binding_graceful_deletion_eviction_finalizers_and_namespaces() {
         .status
         .success());
 }
+
+#[test]
+fn client_certificates_authenticate() {
+    let s = TestServer::start();
+    let d = s.dir.path();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "client.key",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        "client.key",
+        "-subj",
+        "/O=system:masters/CN=cert-admin",
+        "-out",
+        "client.csr",
+    ]);
+    // A v3 certificate with the clientAuth usage, as cluster tooling issues them.
+    std::fs::write(
+        d.join("client.ext"),
+        "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "tls/ca.crt",
+        "-CAkey",
+        "tls/ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.crt",
+    ]);
+    let curl = |extra: &[&str]| -> serde_json::Value {
+        let o = std::process::Command::new("curl")
+            .args(["-sS", "--cacert", "tls/ca.crt"])
+            .args(extra)
+            .arg(format!(
+                "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                s.url()
+            ))
+            .args([
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+            ])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: curl said {}", stderr(&o)))
+    };
+    let v = curl(&["--cert", "client.crt", "--key", "client.key"]);
+    assert_eq!(v["status"]["userInfo"]["username"], "cert-admin", "{v}");
+    assert!(
+        v["status"]["userInfo"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "system:masters"),
+        "{v}"
+    );
+    // A certificate from another CA is not accepted.
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-subj",
+        "/CN=intruder",
+        "-days",
+        "1",
+        "-out",
+        "other.crt",
+    ]);
+    let o = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            "tls/ca.crt",
+            "--cert",
+            "other.crt",
+            "--key",
+            "other.key",
+        ])
+        .arg(format!("{}/api/v1/namespaces", s.url()))
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let accepted = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .map(|v| v["kind"] == "NamespaceList")
+        .unwrap_or(false);
+    assert!(!accepted, "a foreign certificate was accepted");
+}

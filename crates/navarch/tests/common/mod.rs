@@ -33,7 +33,10 @@ impl TestServer {
             .args(["server", "--disable-agent", "--data-dir"])
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("NAVARCH_LOG", "warn")
+            .env(
+                "NAVARCH_LOG",
+                std::env::var("NAVARCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
