@@ -111,10 +111,10 @@ pub fn spawn_namespace_finalizer(server: Arc<ApiServer>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            let list = server.cache.kind(nsrt).list(&Default::default(), "", 0, 0);
+            let list = server.cache.kind(nsrt).list(&Default::default(), 0);
             for o in list.items {
-                let v = o.value();
-                if v["metadata"]["deletionTimestamp"].is_null() {
+                // Deletion sets phase Terminating with the deletionTimestamp.
+                if o.field("status.phase").as_deref() != Some("Terminating") {
                     continue;
                 }
                 let ns = o.name.clone();
@@ -137,8 +137,6 @@ async fn finalize_namespace(server: &ApiServer, ns: &str) -> Result<(), navarch_
                 namespace: Some(ns.to_string()),
                 ..Default::default()
             },
-            "",
-            0,
             0,
         );
         for o in list.items {

@@ -190,13 +190,10 @@ pub enum CacheError {
     Store(#[from] navarch_store::Error),
 }
 
-/// A snapshot page of a list.
+/// A page of a list: the items, and the key of the last one when more follow.
 pub struct ListResult {
     pub items: Vec<Arc<CachedObject>>,
-    pub revision: Revision,
-    /// Key of the last item when more remain.
     pub continue_after: Option<String>,
-    pub remaining: usize,
 }
 
 impl KindCache {
@@ -219,14 +216,8 @@ impl KindCache {
         st.watchers.retain(|w| dispatch(w, &ev));
     }
 
-    /// Objects matching `filter`, in key order, after `start_after`, at most `limit` (0 = all).
-    pub fn list(
-        &self,
-        filter: &Filter,
-        start_after: &str,
-        limit: usize,
-        revision: Revision,
-    ) -> ListResult {
+    /// Objects matching `filter`, in key order, at most `limit` (0 = all).
+    pub fn list(&self, filter: &Filter, limit: usize) -> ListResult {
         let st = self.state.read();
         let prefix = match &filter.namespace {
             Some(ns) if self.rt.namespaced() => self.rt.namespace_prefix(ns),
@@ -234,16 +225,7 @@ impl KindCache {
         };
         let mut items = Vec::new();
         let mut continue_after = None;
-        let mut remaining = 0;
-        let start = if start_after.is_empty() || start_after < prefix.as_str() {
-            std::ops::Bound::Included(prefix.clone())
-        } else {
-            std::ops::Bound::Excluded(start_after.to_string())
-        };
-        for (k, o) in st
-            .objects
-            .range::<String, _>((start, std::ops::Bound::Unbounded))
-        {
+        for (k, o) in st.objects.range(prefix.clone()..) {
             if !k.starts_with(&prefix) {
                 break;
             }
@@ -251,19 +233,15 @@ impl KindCache {
                 continue;
             }
             if limit > 0 && items.len() >= limit {
-                remaining += 1;
-                continue;
+                // One more match exists: the page ends here.
+                continue_after = items.last().map(|o: &Arc<CachedObject>| o.key.clone());
+                break;
             }
             items.push(o.clone());
         }
-        if remaining > 0 {
-            continue_after = items.last().map(|o| o.key.clone());
-        }
         ListResult {
             items,
-            revision,
             continue_after,
-            remaining,
         }
     }
 

@@ -122,10 +122,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     )
 }
 
-fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+/// Served group-versions grouped by group, core (`""`) or named groups only.
+fn grouped(core: bool) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
     for (g, v) in registry::group_versions() {
-        if g.is_empty() {
+        if g.is_empty() != core {
             continue;
         }
         match out.iter_mut().find(|(n, _)| *n == g) {
@@ -134,6 +135,10 @@ fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
         }
     }
     out
+}
+
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    grouped(false)
 }
 
 pub fn api_versions() -> Value {
@@ -165,16 +170,7 @@ pub fn group(name: &str) -> Option<Value> {
 /// Aggregated discovery for `/api` (core) or `/apis` (named groups).
 pub fn aggregated(core: bool, api_version: &str) -> Value {
     let mut items = Vec::new();
-    let mut by_group: Vec<(&str, Vec<&str>)> = Vec::new();
-    for (g, v) in registry::group_versions() {
-        if g.is_empty() != core {
-            continue;
-        }
-        match by_group.iter_mut().find(|(n, _)| *n == g) {
-            Some((_, vs)) => vs.push(v),
-            None => by_group.push((g, vec![v])),
-        }
-    }
+    let by_group = grouped(core);
     for (g, vs) in by_group {
         let versions: Vec<Value> = vs
             .iter()

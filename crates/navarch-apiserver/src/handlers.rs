@@ -211,10 +211,6 @@ pub fn to_view(rt: &ResourceType, v: Value) -> Value {
 }
 
 impl ApiServer {
-    fn key(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> String {
-        rt.key(ns, name)
-    }
-
     /// Reads the current stored object (linearizable: from the store).
     pub async fn read(
         &self,
@@ -222,7 +218,7 @@ impl ApiServer {
         ns: Option<&str>,
         name: &str,
     ) -> Result<(Value, Revision), ApiError> {
-        let key = self.key(rt, ns, name);
+        let key = rt.key(ns, name);
         match self.store.get(&key).await.map_err(store_err)? {
             Some(kv) => Ok((decode_stored(&kv)?, kv.mod_revision)),
             None => Err(ApiError::not_found(rt.group, rt.plural, name)),
@@ -242,7 +238,7 @@ impl ApiServer {
             .map_err(|e| ApiError::timeout(e.to_string()))?;
         self.cache
             .kind(rt)
-            .get(&self.key(rt, ns, name))
+            .get(&rt.key(ns, name))
             .ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))
     }
 
@@ -255,7 +251,7 @@ impl ApiServer {
         ns: Option<&str>,
         name: &str,
     ) -> Result<Arc<CachedObject>, ApiError> {
-        match self.cache.kind(rt).get(&self.key(rt, ns, name)) {
+        match self.cache.kind(rt).get(&rt.key(ns, name)) {
             Some(o) => Ok(o),
             None => self.get_cached(rt, ns, name).await,
         }
@@ -450,7 +446,7 @@ impl ApiServer {
                 warnings,
             });
         }
-        let key = self.key(rt, ns, &name);
+        let key = rt.key(ns, &name);
         let rev = match self.store.create(&key, for_storage(&obj)).await {
             Ok(rev) => rev,
             Err(StoreError::AlreadyExists) => {
@@ -612,7 +608,7 @@ impl ApiServer {
     where
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
-        let key = self.key(rt, ns, name);
+        let key = rt.key(ns, name);
         for _attempt in 0..16 {
             let (old_stored, old_rev) = self.read(rt, ns, name).await?;
             let old = to_view(rt, old_stored.clone());
@@ -879,7 +875,7 @@ impl ApiServer {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<(Value, bool), ApiError> {
-        let key = self.key(rt, ns, name);
+        let key = rt.key(ns, name);
         for _attempt in 0..16 {
             let (old, old_rev) = self.read(rt, ns, name).await?;
             if let Some(uid) = &opts.precondition_uid {
@@ -1225,7 +1221,7 @@ impl ApiServer {
         } else if pod["spec"]["priority"].is_null() {
             let pcrt = navarch_api::registry::lookup("scheduling.k8s.io", "v1", "priorityclasses")
                 .expect("served");
-            let list = self.cache.kind(pcrt).list(&Default::default(), "", 0, 0);
+            let list = self.cache.kind(pcrt).list(&Default::default(), 0);
             let default = list
                 .items
                 .iter()

@@ -446,7 +446,7 @@ impl ApiServer {
                         "{kind} only supports create"
                     )));
                 }
-                let (_, body) = read_body(req).await?;
+                let body = read_body(req).await?;
                 let mut v = decode_body(&body.0, &body.1)?;
                 if !v.is_object() {
                     return Err(ApiError::bad_request(format!(
@@ -469,7 +469,7 @@ impl ApiServer {
                         "bindings only supports create",
                     ));
                 }
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let b = decode_body(&ct, &body)?;
                 let name = b["metadata"]["name"].as_str().unwrap_or("").to_string();
                 let pods = registry::lookup("", "v1", "pods").expect("served");
@@ -572,14 +572,14 @@ impl ApiServer {
             }
             (Method::POST, None, None) => {
                 let opts = q.write_options(&headers)?;
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let obj = decode_body(&ct, &body)?;
                 let w = self.create(rt, ns, obj, &opts).await?;
                 Ok(written(StatusCode::CREATED, w))
             }
             (Method::POST, Some(name), Some(Subresource::Binding)) => {
                 let opts = q.write_options(&headers)?;
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let b = decode_body(&ct, &body)?;
                 self.bind(rt, ns, name, &b, &opts).await?;
                 Ok(json_response(
@@ -588,7 +588,7 @@ impl ApiServer {
                 ))
             }
             (Method::POST, Some(name), Some(Subresource::Eviction)) => {
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let ev = decode_body(&ct, &body)?;
                 let mut opts = DeleteOptions::from_json(&ev["deleteOptions"])?;
                 if q.get("dryRun") == Some("All") {
@@ -606,14 +606,14 @@ impl ApiServer {
                 None | Some(Subresource::Status) | Some(Subresource::Finalize),
             ) => {
                 let opts = q.write_options(&headers)?;
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let obj = decode_body(&ct, &body)?;
                 let w = self.update(rt, ns, name, rp.sub, obj, &opts).await?;
                 Ok(written(StatusCode::OK, w))
             }
             (Method::PUT, Some(name), Some(Subresource::Scale)) => {
                 let opts = q.write_options(&headers)?;
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let obj = decode_body(&ct, &body)?;
                 let s = self.update_scale(rt, ns, name, None, obj, &opts).await?;
                 Ok(json_response(StatusCode::OK, &s))
@@ -624,7 +624,7 @@ impl ApiServer {
                 sub @ (None | Some(Subresource::Status) | Some(Subresource::Scale)),
             ) => {
                 let opts = q.write_options(&headers)?;
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let ptype = PatchType::from_content_type(&ct)
                     .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
                 let doc: Value = if ptype == PatchType::Apply {
@@ -648,7 +648,7 @@ impl ApiServer {
                 Ok(written(code, w))
             }
             (Method::DELETE, Some(name), None) => {
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let mut opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
                     DeleteOptions::default()
                 } else {
@@ -684,7 +684,7 @@ impl ApiServer {
                 ))
             }
             (Method::DELETE, None, None) => {
-                let (_, (ct, body)) = read_body(req).await?;
+                let (ct, body) = read_body(req).await?;
                 let opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
                     DeleteOptions::default()
                 } else {
@@ -692,7 +692,7 @@ impl ApiServer {
                 };
                 let filter = self.filter(rt, ns, &q)?;
                 self.cache.sync().await.map_err(cache_err)?;
-                let items = self.cache.kind(rt).list(&filter, "", 0, 0).items;
+                let items = self.cache.kind(rt).list(&filter, 0).items;
                 let mut deleted = Vec::new();
                 for o in items {
                     let ons = if rt.namespaced() {
@@ -754,7 +754,7 @@ impl ApiServer {
             Output::Table => {
                 let include = IncludeObject::parse(q.get("includeObject").unwrap_or(""));
                 let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
-                let t = table::table(rt, std::slice::from_ref(obj), include, rv, None, None, true);
+                let t = table::table(rt, std::slice::from_ref(obj), include, rv, None, true);
                 bytes_response(
                     StatusCode::OK,
                     "application/json;as=Table;v=v1;g=meta.k8s.io",
@@ -808,7 +808,7 @@ impl ApiServer {
         };
         let rv = q.get("resourceVersion").unwrap_or("");
         let exact = q.get("resourceVersionMatch") == Some("Exact");
-        let (items, revision, cont, remaining) =
+        let (items, revision, cont) =
             if let Some(token) = q.get("continue").filter(|c| !c.is_empty()) {
                 let (rev, start) = decode_continue(token)?;
                 self.list_from_store(rt, &filter, &start, limit, rev)
@@ -835,9 +835,9 @@ impl ApiServer {
                     }
                 }
                 let rev = self.cache.revision();
-                let res = self.cache.kind(rt).list(&filter, "", limit, rev);
+                let res = self.cache.kind(rt).list(&filter, limit);
                 let cont = res.continue_after.map(|k| encode_continue(rev, &k));
-                (res.items, rev, cont, res.remaining)
+                (res.items, rev, cont)
             };
         let rv = revision.to_string();
         let shared_view = rt.ops.from_storage.is_some();
@@ -845,15 +845,7 @@ impl ApiServer {
             Output::Table => {
                 let include = IncludeObject::parse(q.get("includeObject").unwrap_or(""));
                 let objs: Vec<Value> = items.iter().map(|o| to_view(rt, o.value())).collect();
-                let t = table::table(
-                    rt,
-                    &objs,
-                    include,
-                    &rv,
-                    cont.as_deref(),
-                    cont.as_ref().map(|_| remaining),
-                    true,
-                );
+                let t = table::table(rt, &objs, include, &rv, cont.as_deref(), true);
                 Ok(bytes_response(
                     StatusCode::OK,
                     "application/json;as=Table;v=v1;g=meta.k8s.io",
@@ -879,7 +871,6 @@ impl ApiServer {
                 let mut meta = json!({"resourceVersion": rv});
                 if let Some(c) = &cont {
                     meta["continue"] = json!(c);
-                    meta["remainingItemCount"] = json!(remaining);
                 }
                 let head = format!(
                     "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
@@ -920,7 +911,7 @@ impl ApiServer {
         start: &str,
         limit: usize,
         rev: i64,
-    ) -> Result<(Vec<Arc<CachedObject>>, i64, Option<String>, usize), ApiError> {
+    ) -> Result<(Vec<Arc<CachedObject>>, i64, Option<String>), ApiError> {
         let prefix = match &filter.namespace {
             Some(ns) if rt.namespaced() => rt.namespace_prefix(ns),
             _ => rt.key_prefix(),
@@ -946,12 +937,11 @@ impl ApiServer {
             }
         }
         if limit > 0 && items.len() > limit {
-            let remaining = items.len() - limit;
             items.truncate(limit);
             let last = items.last().map(|o| o.key.clone()).unwrap_or_default();
-            return Ok((items, rev, Some(encode_continue(rev, &last)), remaining));
+            return Ok((items, rev, Some(encode_continue(rev, &last))));
         }
-        Ok((items, rev, None, 0))
+        Ok((items, rev, None))
     }
 
     async fn watch(
@@ -1114,7 +1104,6 @@ impl ApiServer {
                     include,
                     &rv,
                     None,
-                    None,
                     *first_table,
                 );
                 *first_table = false;
@@ -1173,7 +1162,7 @@ fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
 }
 
 /// Reads the whole body, at most `MAX_BODY` bytes; returns the content type too.
-async fn read_body(req: Request<Incoming>) -> Result<((), (String, Bytes)), ApiError> {
+async fn read_body(req: Request<Incoming>) -> Result<(String, Bytes), ApiError> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -1206,7 +1195,7 @@ async fn read_body(req: Request<Incoming>) -> Result<((), (String, Bytes)), ApiE
                 ApiError::bad_request(format!("error reading the request body: {e}"))
             }
         })?;
-    Ok(((), (ct, body.to_bytes())))
+    Ok((ct, body.to_bytes()))
 }
 
 fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {

@@ -27,7 +27,7 @@ fn in_cidr(ip: Ipv4Addr) -> bool {
 
 fn used(cache: &Cache) -> (HashSet<u32>, HashSet<i64>) {
     let rt = navarch_api::registry::lookup("", "v1", "services").expect("services served");
-    let list = cache.kind(rt).list(&Default::default(), "", 0, 0);
+    let list = cache.kind(rt).list(&Default::default(), 0);
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
     for o in list.items {

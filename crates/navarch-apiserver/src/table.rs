@@ -53,7 +53,6 @@ pub fn table(
     include: IncludeObject,
     resource_version: &str,
     cont: Option<&str>,
-    remaining: Option<usize>,
     with_columns: bool,
 ) -> Value {
     let now = jiff::Timestamp::now();
@@ -61,9 +60,6 @@ pub fn table(
     let mut meta = json!({"resourceVersion": resource_version});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
-    }
-    if let Some(r) = remaining {
-        meta["remainingItemCount"] = json!(r);
     }
     let cols = if with_columns {
         column_definitions(rt)

@@ -278,7 +278,7 @@ async fn api(args: BenchArgs) -> Result<()> {
         .as_str()
         .unwrap_or("0")
         .to_string();
-    let acked: Arc<parking_lot_free::Map> = Arc::new(parking_lot_free::Map::default());
+    let acked: Arc<AckTimes> = Arc::new(AckTimes::default());
     let watch_client = target.client()?;
     let watch_url = format!(
         "{base}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv0}&timeoutSeconds=3600"
@@ -457,24 +457,18 @@ async fn api(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// A tiny concurrent map of creation-ack times (std only).
-mod parking_lot_free {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::time::Instant;
+/// When each create was acknowledged, by pod name.
+#[derive(Default)]
+struct AckTimes(std::sync::Mutex<std::collections::HashMap<String, Instant>>);
 
-    #[derive(Default)]
-    pub struct Map(Mutex<HashMap<String, Instant>>);
-
-    impl Map {
-        pub fn put(&self, k: String, t: Instant) {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(k, t);
-        }
-        pub fn take(&self, k: &str) -> Option<Instant> {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(k)
-        }
+impl AckTimes {
+    pub fn put(&self, k: String, t: Instant) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, t);
+    }
+    pub fn take(&self, k: &str) -> Option<Instant> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(k)
     }
 }

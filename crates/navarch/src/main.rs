@@ -104,11 +104,17 @@ pub fn open_store(
 
 async fn server(args: ServerArgs) -> Result<()> {
     let store = open_store(args.datastore.as_deref(), &args.data_dir)?;
-    let shutdown = tokio_util_token();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let mut config = navarch_apiserver::Config::new(&args.data_dir, &args.listen);
     config.tls_sans = args.tls_san;
     config.write_kubeconfig = args.write_kubeconfig;
-    let _ = (args.disable_agent, args.node_name);
+    if !args.disable_agent {
+        // The flag is part of the CLI contract; the agent itself is not built yet.
+        tracing::warn!(
+            node = args.node_name.as_deref().unwrap_or(""),
+            "this build has no node agent: pods are stored and scheduled nowhere, not run"
+        );
+    }
     let running = navarch_apiserver::start(config, store, shutdown.clone()).await?;
     eprintln!(
         "navarch server ready at {} (KUBECONFIG={})",
@@ -119,10 +125,6 @@ async fn server(args: ServerArgs) -> Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     Ok(())
-}
-
-fn tokio_util_token() -> tokio_util::sync::CancellationToken {
-    tokio_util::sync::CancellationToken::new()
 }
 
 async fn wait_for_signal() {
