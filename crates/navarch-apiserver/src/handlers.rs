@@ -265,8 +265,8 @@ impl ApiServer {
             Ok(o) => o,
             Err(_) => return Err(ApiError::not_found("", "namespaces", ns)),
         };
-        let v = o.value();
-        if !v["metadata"]["deletionTimestamp"].is_null() || v["status"]["phase"] == "Terminating" {
+        // Namespace deletion sets phase Terminating with the deletionTimestamp.
+        if o.field("status.phase").as_deref() == Some("Terminating") {
             return Err(ApiError::forbidden(format!(
                 "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 rt.qualified_plural()
