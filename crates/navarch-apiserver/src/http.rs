@@ -22,13 +22,13 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error
 /// Largest request body accepted (upstream's limit).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-fn full(b: impl Into<Bytes>) -> Body {
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     bytes_response(
         code,
         "application/json",
@@ -193,6 +193,10 @@ enum Route {
     Resource(ResourcePath),
     Bindings(String),
     AccessReview(&'static str),
+    /// `GET /cacerts`: the cluster CA, unauthenticated (node join).
+    CaCerts,
+    /// `POST /navarch/v1/join`: node certificates for the node token.
+    Join,
     NotFound,
 }
 
@@ -201,6 +205,8 @@ fn route(path: &str) -> Route {
     let segs: Vec<&str> = trimmed.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["version"] => return Route::Version,
+        ["cacerts"] => return Route::CaCerts,
+        ["navarch", "v1", "join"] => return Route::Join,
         ["healthz", ..] => return Route::Health("healthz"),
         ["livez", ..] => return Route::Health("livez"),
         ["readyz", ..] => return Route::Health("readyz"),
@@ -343,6 +349,30 @@ impl ApiServer {
                 });
             }
             Route::Version => return Ok(json_response(StatusCode::OK, &discovery::version())),
+            Route::CaCerts => {
+                if req.method() != Method::GET {
+                    return Err(ApiError::method_not_allowed("cacerts only supports get"));
+                }
+                return Ok(bytes_response(
+                    StatusCode::OK,
+                    "text/plain",
+                    Bytes::from(self.joiner.ca_pem().to_string()),
+                ));
+            }
+            Route::Join => {
+                if req.method() != Method::POST {
+                    return Err(ApiError::method_not_allowed("join only supports create"));
+                }
+                let auth = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if !self.joiner.token_ok(auth) {
+                    return Err(ApiError::unauthorized());
+                }
+                let (_, body) = read_body(req).await?;
+                return Ok(json_response(StatusCode::OK, &self.joiner.join(&body)?));
+            }
             _ => {}
         }
         let Some(user) = self.authenticate(req.headers(), cert_user) else {
@@ -500,7 +530,9 @@ impl ApiServer {
                 }
                 self.resource(req, rp, q).await
             }
-            Route::Health(_) | Route::Version => unreachable!("handled above"),
+            Route::Health(_) | Route::Version | Route::CaCerts | Route::Join => {
+                unreachable!("handled above")
+            }
             Route::NotFound => Err(ApiError::new(
                 404,
                 "NotFound",
@@ -559,16 +591,7 @@ impl ApiServer {
                 ),
             ) => {
                 let o = self.get_object(rt, ns, name, &q).await?;
-                let node = o["spec"]["nodeName"].as_str().unwrap_or("");
-                if node.is_empty() {
-                    return Err(ApiError::bad_request(format!(
-                        "pod {name} does not have a host assigned"
-                    )));
-                }
-                Err(ApiError::unavailable(format!(
-                    "{} is not available: no agent connection to node {node:?}",
-                    sr.name()
-                )))
+                self.pod_stream(req, sr, o, q.get("container")).await
             }
             (Method::POST, None, None) => {
                 let opts = q.write_options(&headers)?;

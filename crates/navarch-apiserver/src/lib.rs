@@ -17,7 +17,9 @@ pub mod discovery;
 mod handlers;
 mod http;
 mod ips;
+pub mod join;
 pub mod pki;
+mod proxy;
 mod table;
 
 pub use handlers::{DeleteOptions, FieldValidation, WriteOptions, Written};
@@ -70,6 +72,8 @@ pub struct ApiServer {
     pub(crate) ips: ips::Allocator,
     pub(crate) ready: AtomicBool,
     pub(crate) discovery_cache: [OnceLock<Bytes>; 4],
+    pub(crate) joiner: join::Joiner,
+    pub(crate) dialer: proxy::Dialer,
 }
 
 /// A started server.
@@ -139,6 +143,8 @@ pub async fn start(
         ips: ips::Allocator::default(),
         ready: AtomicBool::new(false),
         discovery_cache: Default::default(),
+        joiner: join::Joiner::new(&pki),
+        dialer: proxy::Dialer::new(&pki).context("building the agent client TLS config")?,
     });
 
     let advertise = match addr.ip() {

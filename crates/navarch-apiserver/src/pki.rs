@@ -1,7 +1,8 @@
 //! Cluster PKI and credentials, created at first start under `DIR/tls` and
 //! reused afterwards: a CA, a serving certificate whose SANs cover every
-//! address the server is reached at, the admin bearer token, the node join
-//! token, and `DIR/kubeconfig.yaml`.
+//! address the server is reached at, the client certificate the server
+//! presents to node agents, the admin bearer token, the node join token, and
+//! `DIR/kubeconfig.yaml`.
 
 use anyhow::{Context, Result};
 use rcgen::{
@@ -16,13 +17,23 @@ use std::path::{Path, PathBuf};
 /// Everything the server needs to speak TLS and authenticate clients.
 pub struct Pki {
     pub ca_pem: String,
+    /// The CA's private key: signs node certificates at join.
+    pub ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
     /// Bearer token of the cluster admin (`system:masters`).
     pub admin_token: String,
     /// The agent join token: `N10<sha256 of CA PEM>::node:<secret>`.
     pub node_token: String,
+    /// Client certificate (and key) the server presents to node agents.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
+
+/// Common name of the client certificate the API server presents to agents.
+/// Must equal `navarch_agent::APISERVER_CLIENT_CN` (duplicated so that the
+/// API server does not depend on the agent crate).
+pub const APISERVER_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
 
 impl Pki {
     /// The secret half of the node token (what agents present).
@@ -193,6 +204,30 @@ pub fn load_or_create(dir: &Path, sans: &BTreeSet<String>) -> Result<Pki> {
         }
     };
 
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = match (
+        read_opt(&p("apiserver-kubelet-client.crt"))?,
+        read_opt(&p("apiserver-kubelet-client.key"))?,
+    ) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let key = KeyPair::generate()?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, APISERVER_CLIENT_CN);
+            dn.push(DnType::OrganizationName, "system:masters");
+            params.distinguished_name = dn;
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            let cert = params.signed_by(&key, &issuer)?;
+            write_private(&p("apiserver-kubelet-client.key"), &key.serialize_pem())?;
+            write_private(&p("apiserver-kubelet-client.crt"), &cert.pem())?;
+            (cert.pem(), key.serialize_pem())
+        }
+    };
+
     let admin_token = match read_opt(&p("admin-token"))? {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
         _ => {
@@ -211,10 +246,13 @@ pub fn load_or_create(dir: &Path, sans: &BTreeSet<String>) -> Result<Pki> {
     };
     Ok(Pki {
         ca_pem,
+        ca_key_pem,
         cert_pem,
         key_pem,
         admin_token,
         node_token,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
     })
 }
 
@@ -248,6 +286,19 @@ mod tests {
         assert_eq!(a.cert_pem, b.cert_pem);
         assert_eq!(a.admin_token, b.admin_token);
         assert_eq!(a.node_token, b.node_token);
+        assert_eq!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
+        let der = rustls_pemfile::certs(&mut a.kubelet_client_cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let user = crate::auth::user_from_certificate(&der).unwrap();
+        assert_eq!(user.name, APISERVER_CLIENT_CN);
+        assert_eq!(user.groups, vec!["system:masters".to_string()]);
+        let key_mode = std::fs::metadata(dir.path().join("tls/apiserver-kubelet-client.key"))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(key_mode.mode() & 0o777, 0o600);
         assert!(a
             .node_token
             .starts_with(&format!("N10{}::node:", ca_hash(&a.ca_pem))));
@@ -260,7 +311,6 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join("tls/ca.key"))
             .unwrap()
             .permissions();
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
     }
 }
