@@ -25,7 +25,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -671,6 +673,85 @@ async fn container_logs<B>(shared: &Shared, t: Target, _req: &Request<B>) -> Res
 }
 
 // ---------------------------------------------------------------------------
+// Upgraded connections
+
+/// An upgraded connection that is shut down when dropped, so that the TLS
+/// session ends with a `close_notify` (the streaming sessions just drop
+/// their connection when done, which TLS clients report as an unexpected
+/// EOF).
+struct CloseNotify<T: tokio::io::AsyncWrite + Unpin + Send + 'static> {
+    inner: Option<T>,
+}
+
+/// How long the final shutdown of a dropped connection may take.
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> CloseNotify<T> {
+    fn new(inner: T) -> Self {
+        CloseNotify { inner: Some(inner) }
+    }
+
+    fn get(&mut self) -> Pin<&mut T> {
+        Pin::new(self.inner.as_mut().expect("present until dropped"))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> Drop for CloseNotify<T> {
+    fn drop(&mut self) {
+        let (Some(mut inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, inner.shutdown()).await;
+        });
+    }
+}
+
+impl<T> tokio::io::AsyncRead for CloseNotify<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.get().poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> tokio::io::AsyncWrite for CloseNotify<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get().poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Exec and attach
 
 async fn exec_or_attach(
@@ -710,7 +791,7 @@ async fn exec_or_attach(
                 return;
             }
         };
-        let streams = match serve_exec(io, &negotiated).await {
+        let streams = match serve_exec(CloseNotify::new(io), &negotiated).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "exec: session setup failed");
@@ -922,7 +1003,7 @@ async fn port_forward(
                 return;
             }
         };
-        let server = match serve_port_forward(io, &negotiated).await {
+        let server = match serve_port_forward(CloseNotify::new(io), &negotiated).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "port-forward: session setup failed");
