@@ -953,12 +953,11 @@ async fn port_forward(
         Ok(None) => return not_found("pod does not exist"),
         Err(r) => return r,
     };
-    // The kubelet's parameter is `port`; navarch-stream reads `ports`.
+    // The kubelet's parameter is `port`, the API's `ports`; navarch-stream
+    // reads `ports` (and needs them only for the WebSocket v4 protocol, not
+    // for SPDY or SPDY tunnelled in WebSocket).
     let mut ports = t.query.all("port");
     ports.extend(t.query.all("ports"));
-    if navarch_stream::is_websocket_request(&req) && ports.is_empty() {
-        return bad_request("query parameter \"port\" is required");
-    }
     let mut query = String::new();
     for p in &ports {
         if !query.is_empty() {

@@ -820,11 +820,31 @@ async fn port_forward_over_spdy_and_spdy_in_websocket() {
             .await
             .unwrap();
         exercise_spdy(client, echo, refused).await;
-        let client = PortForwardClient::connect_tunnel(agent.tls().await, &path)
-            .await
-            .unwrap();
+        // kubectl ≥ 1.31 tunnels SPDY in WebSocket, without ports in the URL.
+        let client =
+            PortForwardClient::connect_tunnel(agent.tls().await, "/portForward/default/web")
+                .await
+                .unwrap();
         exercise_spdy(client, echo, refused).await;
 
+        // The v4 WebSocket protocol needs its ports up front.
+        let e = websocket_connect(
+            agent.tls().await,
+            "/portForward/default/web",
+            &["v4.channel.k8s.io"],
+        )
+        .await
+        .unwrap_err();
+        match e {
+            navarch_stream::Error::UpgradeRefused { status, body } => {
+                assert_eq!(status, 400);
+                assert_eq!(
+                    status_json(&body)["message"],
+                    "query parameter \"port\" is required"
+                );
+            }
+            e => panic!("{e}"),
+        }
         let e = PortForwardClient::connect(agent.tls().await, "/portForward/default/ghost")
             .await
             .unwrap_err();
@@ -835,6 +855,55 @@ async fn port_forward_over_spdy_and_spdy_in_websocket() {
             }
             e => panic!("{e}"),
         }
+    })
+    .await
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+
+#[tokio::test]
+async fn cancel_ends_follows_and_the_server() {
+    timeout(TEST_TIMEOUT, async {
+        let rt = FakeRuntime::new();
+        rt.set_behavior("app", FakeBehavior::run_forever().with_output(&["up"]));
+        let pki = pki();
+        let cfg = server::tls_config(&pki.ca_pem, &pki.serving.0, &pki.serving.1).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let served = tokio::spawn(server::serve(
+            listener,
+            Arc::new(cfg),
+            Arc::new(rt.clone()),
+            cancel.clone(),
+        ));
+        let logs = tempfile::tempdir().unwrap();
+        let agent = Agent {
+            addr,
+            pki,
+            cancel: cancel.clone(),
+            logs: logs.path().to_owned(),
+            _logs: logs,
+        };
+        let sb = pod(&rt, &agent.logs).await;
+        container(&rt, &sb, "app", 0).await;
+        let follow = tokio::spawn(async move {
+            let r = agent
+                .get("/containerLogs/default/web/app?follow=true")
+                .await;
+            (r, agent)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!follow.is_finished());
+        let t0 = Instant::now();
+        cancel.cancel();
+        let ((code, body), _agent) = follow.await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "up\n"));
+        served.await.unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert!(TcpStream::connect(addr).await.is_err());
     })
     .await
     .unwrap();
@@ -919,6 +988,28 @@ async fn process_runtime_exec_attach_and_start_failure() {
         assert_eq!(out.stdout, b"typed");
         assert_eq!(out.stderr, b"oops\n");
         assert_eq!(out.status.unwrap().exit_code(), Some(7));
+
+        // A terminal: resize events reach the pty.
+        let mut c = ExecClient::connect(
+            agent.tls().await,
+            "/exec/default/web/sh?command=sh&command=-c&command=read+x%3B+stty+size&stdin=true&stdout=true&tty=true",
+            &["v5.channel.k8s.io"],
+        )
+        .await
+        .unwrap();
+        c.resize(navarch_stream::TerminalSize {
+            width: 123,
+            height: 45,
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.send_stdin(b"go\n").await.unwrap();
+        let out = c.collect().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("45 123"), "{text:?}");
+        assert!(out.stderr.is_empty());
+        assert_eq!(out.status, Some(ExitStatus::Success));
 
         // A command that cannot start: the runtime's runc-style message.
         let c = ExecClient::connect(
