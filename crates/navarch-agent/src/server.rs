@@ -285,7 +285,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         ["healthz"] if method == Method::GET => text_response("ok"),
         ["containerLogs", ns, pod, container] if method == Method::GET => {
             let target = Target::new(ns, pod, None, Some(container), &req);
-            container_logs(&shared, target, &req).await
+            container_logs(&shared, target).await
         }
         [op @ ("exec" | "attach"), ns, pod, container] if get_or_post => {
             let kind = stream_kind(op);
@@ -616,7 +616,7 @@ fn log_options(q: &Query) -> Result<LogOptions, String> {
     Ok(opts)
 }
 
-async fn container_logs<B>(shared: &Shared, t: Target, _req: &Request<B>) -> Response<Body> {
+async fn container_logs(shared: &Shared, t: Target) -> Response<Body> {
     let opts = match log_options(&t.query) {
         Ok(o) => o,
         Err(msg) => return bad_request(&msg),
