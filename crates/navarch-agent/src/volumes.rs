@@ -406,7 +406,12 @@ fn mount_tmpfs(path: &Path, size: Option<i128>, mode: u32) -> Result<(), String>
     ) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => {
-            tracing::warn!(path = %path.display(), "tmpfs mount refused; using a plain directory");
+            // Warn once: the pod worker re-runs this periodically.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(path = %path.display(), "tmpfs mount refused; volumes that want one use plain directories");
+            }
             Ok(())
         }
         Err(e) => Err(format!("failed to mount tmpfs at {}: {e}", path.display())),
@@ -852,8 +857,8 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 1 && b[i + 1..].len() >= 3 {
-            let oct = &s[i + 1..i + 4];
+        if b[i] == b'\\' && b.len() - i >= 4 {
+            let oct = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or_default();
             if let Ok(v) = u8::from_str_radix(oct, 8) {
                 out.push(v);
                 i += 4;
@@ -1270,9 +1275,12 @@ mod tests {
     }
 
     #[test]
-    fn memory_empty_dir_is_a_tmpfs_when_root() {
+    fn memory_volumes_are_tmpfs_when_root() {
         let dir = tempfile::tempdir().unwrap();
-        let p = pod(json!([{"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]));
+        let p = pod(json!([
+            {"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            {"name": "s", "secret": {"secretName": "s"}},
+        ]));
         let alloc = NodeAllocatable::default();
         let ctx = PodContext {
             pod: &p,
@@ -1282,19 +1290,23 @@ mod tests {
         };
         let v = prepare(&ctx, dir.path(), &objects()).unwrap();
         let m = &v.paths["m"];
+        let sv = &v.paths["s"];
         assert!(m.is_dir());
         if nix::unistd::geteuid().is_root() && is_mount_point(m) {
             let st = nix::sys::statvfs::statvfs(m.as_path()).unwrap();
             assert_eq!(st.blocks() * st.fragment_size(), 1 << 20);
-            // Idempotent: not mounted twice.
+            // Secrets live on a tmpfs too.
+            assert!(is_mount_point(sv));
+            let target = fs::read_link(sv.join(DATA_DIR_LINK)).unwrap();
+            // Idempotent: not mounted twice, not rewritten.
             prepare(&ctx, dir.path(), &objects()).unwrap();
-            assert_eq!(
-                mounts_under(&fs::canonicalize(m).unwrap()).unwrap().len(),
-                1
-            );
+            let count = |p: &Path| mounts_under(&fs::canonicalize(p).unwrap()).unwrap().len();
+            assert_eq!((count(m), count(sv)), (1, 1));
+            assert_eq!(fs::read_link(sv.join(DATA_DIR_LINK)).unwrap(), target);
         }
+        assert_eq!(fs::read(sv.join("key")).unwrap(), vec![0, 159, 146, 150]);
         teardown(dir.path()).unwrap();
-        assert!(!m.exists());
+        assert!(!m.exists() && !sv.exists());
     }
 
     #[test]
