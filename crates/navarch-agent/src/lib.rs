@@ -7,11 +7,20 @@
 //! status ([`status`]), and serves logs, exec, attach and port-forward over
 //! its own HTTPS port to the API server ([`server`]).
 
+pub mod agent;
+pub mod api;
 pub mod env;
 pub mod join;
+pub mod node;
+pub mod pods;
 pub mod probe;
 pub mod server;
+pub mod status;
 pub mod volumes;
+pub mod worker;
+
+#[cfg(test)]
+mod worker_tests;
 
 /// Labels the agent puts on sandboxes and containers in the runtime, as the
 /// kubelet does. The streaming server finds a pod's containers by them.

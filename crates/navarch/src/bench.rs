@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `api`.
+    /// Which benchmark: `api` (API server writes, lists, watches) or `agent`
+    /// (pod startup on one node; use `--pods 100`).
     pub which: String,
     /// Target an existing cluster instead of starting a server.
     #[arg(long)]
@@ -203,7 +204,7 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -214,7 +215,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.which.as_str() {
         "api" => api(args).await,
-        other => bail!("unknown benchmark {other:?}; available: api"),
+        "agent" => crate::bench_agent::run(args).await,
+        other => bail!("unknown benchmark {other:?}; available: api, agent"),
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod bench;
+mod bench_agent;
 
 /// mimalloc: the API server's hot path is allocation-heavy JSON work, where
 /// glibc malloc cost ~17% of CPU under load (see docs/benchmarks.md).
@@ -30,8 +31,53 @@ struct Cli {
 enum Command {
     /// Run the control plane (Kubernetes API over HTTPS).
     Server(ServerArgs),
+    /// Run a node agent that joins a server and runs the pods bound to its node.
+    Agent(AgentArgs),
     /// Benchmarks: `navarch bench api [--kubeconfig PATH] [--json]`.
     Bench(bench::BenchArgs),
+    /// The per-container shim of the process runtime (started by the agent).
+    #[command(hide = true)]
+    RuntimeShim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+/// Shared by `navarch agent` and the server's built-in agent.
+#[derive(clap::Args, Clone)]
+struct AgentRuntimeArgs {
+    /// Container runtime: `process` (host processes). `cri` (containerd) is
+    /// not built yet.
+    #[arg(long, default_value = "process")]
+    runtime: String,
+    /// The node's IP (pod IPs on this node); detected from the default route.
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// Port of the agent's HTTPS streaming endpoint (logs, exec,
+    /// port-forward); default 10250, or a free port when that is taken.
+    #[arg(long)]
+    agent_port: Option<u16>,
+    /// Extra node labels, `key=value` (repeatable).
+    #[arg(long = "node-label")]
+    node_labels: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// URL of the server, e.g. `https://10.0.0.1:6443`.
+    #[arg(long)]
+    server: String,
+    /// The server's node token (the contents of its `DIR/node-token`).
+    #[arg(long, env = "NAVARCH_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Name of this node; defaults to the hostname.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where the agent keeps credentials, pods, container state and logs.
+    #[arg(long, default_value = "/var/lib/navarch-agent")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    runtime: AgentRuntimeArgs,
 }
 
 #[derive(clap::Args)]
@@ -54,12 +100,19 @@ struct ServerArgs {
     /// Do not run the built-in agent for this node.
     #[arg(long)]
     disable_agent: bool,
-    /// Name of this node (for the built-in agent).
+    /// Name of this node (for the built-in agent); defaults to the hostname.
     #[arg(long)]
     node_name: Option<String>,
+    #[command(flatten)]
+    runtime: AgentRuntimeArgs,
 }
 
 fn main() -> Result<()> {
+    // The shim daemonizes (forks): it must run before any thread exists.
+    let mut raw = std::env::args_os();
+    if raw.nth(1).as_deref() == Some(std::ffi::OsStr::new("runtime-shim")) {
+        navarch_runtime::shim_main(raw);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -73,7 +126,9 @@ fn main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Server(args) => server(args).await,
+            Command::Agent(args) => agent(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::RuntimeShim { .. } => unreachable!("handled before the runtime starts"),
         }
     })
 }
@@ -108,19 +163,26 @@ async fn server(args: ServerArgs) -> Result<()> {
     let mut config = navarch_apiserver::Config::new(&args.data_dir, &args.listen);
     config.tls_sans = args.tls_san;
     config.write_kubeconfig = args.write_kubeconfig;
-    if !args.disable_agent {
-        // The flag is part of the CLI contract; the agent itself is not built yet.
-        tracing::warn!(
-            node = args.node_name.as_deref().unwrap_or(""),
-            "this build has no node agent: pods are stored and scheduled nowhere, not run"
-        );
-    }
     let running = navarch_apiserver::start(config, store, shutdown.clone()).await?;
     eprintln!(
         "navarch server ready at {} (KUBECONFIG={})",
         running.url,
         running.kubeconfig.display()
     );
+    if !args.disable_agent {
+        // The built-in agent joins over loopback like any other agent.
+        let config = agent_config(
+            format!("https://127.0.0.1:{}", running.addr.port()),
+            running.node_token.clone(),
+            args.node_name,
+            args.data_dir.join("agent"),
+            &args.runtime,
+        )?;
+        let rt = open_runtime(&args.runtime, &config).await?;
+        navarch_agent::agent::start(config, rt, shutdown.clone())
+            .await
+            .context("starting the built-in agent")?;
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
@@ -134,4 +196,85 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn agent_config(
+    server: String,
+    token: String,
+    node_name: Option<String>,
+    data_dir: PathBuf,
+    args: &AgentRuntimeArgs,
+) -> Result<navarch_agent::agent::AgentConfig> {
+    let node_name = match node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the hostname (use --node-name)")?
+            .trim()
+            .to_lowercase(),
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.node_labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--node-label {l:?}: expected key=value");
+        };
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(navarch_agent::agent::AgentConfig {
+        server,
+        token: token.trim().to_string(),
+        node_name,
+        data_dir,
+        node_ip: args.node_ip,
+        port: args.agent_port,
+        labels,
+    })
+}
+
+async fn open_runtime(
+    args: &AgentRuntimeArgs,
+    config: &navarch_agent::agent::AgentConfig,
+) -> Result<Arc<dyn navarch_runtime::Runtime>> {
+    match args.runtime.as_str() {
+        "process" => {
+            let shim = navarch_runtime::ShimCommand {
+                program: std::env::current_exe().context("locating the navarch binary")?,
+                args: vec!["runtime-shim".into()],
+            };
+            let mut rc =
+                navarch_runtime::ProcessRuntimeConfig::new(config.data_dir.join("runtime"), shim);
+            // One cgroup parent per node, so several agents on one machine
+            // keep apart.
+            rc.cgroups.parent = format!("navarch-{}", config.node_name);
+            let rt = navarch_runtime::ProcessRuntime::open(rc)
+                .await
+                .context("opening the process runtime")?;
+            Ok(Arc::new(rt))
+        }
+        "cri" => bail!(
+            "--runtime cri: the containerd (CRI) runtime is not built yet; use --runtime process"
+        ),
+        other => bail!("--runtime {other}: unknown runtime; expected process or cri"),
+    }
+}
+
+async fn agent(args: AgentArgs) -> Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = agent_config(
+        args.server,
+        args.token,
+        args.node_name,
+        args.data_dir,
+        &args.runtime,
+    )?;
+    let rt = open_runtime(&args.runtime, &config).await?;
+    let running = navarch_agent::agent::start(config, rt, shutdown.clone()).await?;
+    eprintln!(
+        "navarch agent {} ready (ip {}, port {})",
+        running.node_name, running.node_ip, running.port
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down; containers keep running");
+    shutdown.cancel();
+    running.wait().await;
+    Ok(())
 }
