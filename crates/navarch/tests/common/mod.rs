@@ -29,8 +29,32 @@ impl TestServer {
 
     /// Starts (or restarts) a server on an existing data dir.
     pub fn start_in(dir: tempfile::TempDir, port: u16) -> TestServer {
+        Self::spawn(dir, port, &["--disable-agent"])
+    }
+
+    /// A server with its built-in agent for node `node` (process runtime,
+    /// agent port chosen freely).
+    pub fn start_with_agent(node: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn(
+            dir,
+            free_port(),
+            &[
+                "--node-name",
+                node,
+                "--agent-port",
+                "0",
+                "--node-ip",
+                "127.0.0.1",
+            ],
+        )
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> TestServer {
         let child = Command::new(env!("CARGO_BIN_EXE_navarch"))
-            .args(["server", "--disable-agent", "--data-dir"])
+            .arg("server")
+            .args(extra)
+            .arg("--data-dir")
             .arg(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env(
@@ -201,4 +225,68 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Kills every process left in the cgroups of node `node` (containers keep
+/// running when an agent stops, by design; tests must not leak them).
+pub fn kill_node_processes(node: &str) {
+    let parent = format!("navarch-{node}");
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup").join(&parent)];
+    for r in roots.flatten() {
+        dirs.push(r.path().join(&parent));
+    }
+    for _ in 0..3 {
+        for d in &dirs {
+            kill_cgroup_tree(d);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_cgroup_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    for e in entries.flatten() {
+        if e.path().is_dir() {
+            kill_cgroup_tree(&e.path());
+        }
+    }
+    // Empty now (or soon): remove it so test runs leave no cgroups behind.
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Kills the shims of containers whose state lives under `dir`.
+pub fn kill_shims(dir: &Path) {
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", &format!("runtime-shim.*{}", dir.display())])
+        .status();
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for up to `secs` seconds.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
