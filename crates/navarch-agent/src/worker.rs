@@ -738,8 +738,13 @@ impl Worker {
             pod_ips: &host_ips,
             node_allocatable: &self.ctx.allocatable,
         };
-        let env_vars = match env::container_env(&pctx, spec, &objects) {
-            Ok(e) => e,
+        let env_vars = match env::container_env_report(&pctx, spec, &objects) {
+            Ok(report) => {
+                for w in report.warnings {
+                    self.event(Some(&spec.name), true, "InvalidEnvironmentVariableNames", w);
+                }
+                report.env
+            }
             Err(e) => {
                 self.config_error(spec, "CreateContainerConfigError", e.to_string());
                 return;
