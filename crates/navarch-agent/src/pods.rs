@@ -187,8 +187,15 @@ impl PodManager {
         Admission::Admitted
     }
 
-    /// Removes sandboxes whose pods the API no longer has.
+    /// After a complete (re)list: workers of pods that vanished while the
+    /// watch was down are told so, and sandboxes of pods the API no longer
+    /// has are removed.
     async fn cleanup(&mut self, seen: &HashSet<String>) {
+        for (uid, w) in &self.workers {
+            if !seen.contains(uid) {
+                let _ = w.tx.send(WorkerMsg::Removed);
+            }
+        }
         let Ok(sandboxes) = self
             .runtime
             .list_pod_sandboxes(SandboxFilter::default())
