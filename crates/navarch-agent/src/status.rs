@@ -126,6 +126,26 @@ pub fn set_condition(
     }
 }
 
+/// Applies a JSON merge patch as the API server does (for tests).
+#[cfg(test)]
+pub(crate) fn apply_merge_patch(target: &mut Value, patch: &Value) {
+    if let Value::Object(p) = patch {
+        if !target.is_object() {
+            *target = Value::Object(Map::new());
+        }
+        let t = target.as_object_mut().expect("object");
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                apply_merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    } else {
+        *target = patch.clone();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,27 +177,9 @@ mod tests {
             json!({"phase": "Running", "containerStatuses": [{"state": {"running": {}}}], "a": {"c": null}})
         );
         let mut applied = old.clone();
-        json_merge(&mut applied, &patch);
+        apply_merge_patch(&mut applied, &patch);
         assert_eq!(applied, new);
         assert_eq!(merge_diff(&new, &new), None);
-    }
-
-    fn json_merge(target: &mut Value, patch: &Value) {
-        if let Value::Object(p) = patch {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().unwrap();
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    json_merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        } else {
-            *target = patch.clone();
-        }
     }
 
     #[test]

@@ -884,31 +884,21 @@ impl Worker {
             tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout)).await;
             return Ok(());
         }
-        if let Some(http) = &handler.http_get {
-            let probe = k8s_openapi::api::core::v1::Probe {
-                http_get: Some(http.clone()),
-                timeout_seconds: Some(timeout.as_secs().max(1) as i32),
-                ..Default::default()
-            };
-            let target = self.probe_target(id.clone(), None);
-            return match probe::probe_once(&probe, &target).await {
-                probe::ProbeOutcome::Success => Ok(()),
-                probe::ProbeOutcome::Failure(m) => Err(m),
-            };
+        // HTTP and TCP handlers are one probe attempt with the hook's timeout.
+        if handler.http_get.is_none() && handler.tcp_socket.is_none() {
+            return Ok(());
         }
-        if let Some(tcp) = &handler.tcp_socket {
-            let probe = k8s_openapi::api::core::v1::Probe {
-                tcp_socket: Some(tcp.clone()),
-                timeout_seconds: Some(timeout.as_secs().max(1) as i32),
-                ..Default::default()
-            };
-            let target = self.probe_target(id.clone(), None);
-            return match probe::probe_once(&probe, &target).await {
-                probe::ProbeOutcome::Success => Ok(()),
-                probe::ProbeOutcome::Failure(m) => Err(m),
-            };
+        let probe = k8s_openapi::api::core::v1::Probe {
+            http_get: handler.http_get.clone(),
+            tcp_socket: handler.tcp_socket.clone(),
+            timeout_seconds: Some(timeout.as_secs().max(1) as i32),
+            ..Default::default()
+        };
+        let target = self.probe_target(id.clone(), None);
+        match probe::probe_once(&probe, &target).await {
+            probe::ProbeOutcome::Success => Ok(()),
+            probe::ProbeOutcome::Failure(m) => Err(m),
         }
-        Ok(())
     }
 
     fn config_error(&mut self, spec: &Container, reason: &str, message: String) {

@@ -27,24 +27,6 @@ struct FakeApi {
     fail_writes: Mutex<bool>,
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    if let Value::Object(p) = patch {
-        if !target.is_object() {
-            *target = json!({});
-        }
-        let t = target.as_object_mut().unwrap();
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    } else {
-        *target = patch.clone();
-    }
-}
-
 impl FakeApi {
     fn status(&self) -> Value {
         self.pod.lock()["status"].clone()
@@ -104,7 +86,7 @@ impl PodApi for FakeApi {
             }
             let pod = {
                 let mut p = self.pod.lock();
-                merge(&mut p, &patch);
+                crate::status::apply_merge_patch(&mut p, &patch);
                 p.clone()
             };
             if let Some(tx) = self.worker.lock().as_ref() {
