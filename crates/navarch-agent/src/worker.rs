@@ -1365,15 +1365,10 @@ impl Worker {
     }
 
     /// The status this node reports for the pod, merged over the API's
-    /// (fields others own, like the scheduler's conditions, are kept).
-    fn desired_status(&self) -> Value {
-        let mut status = self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
+    /// `current` one (fields others own, like the scheduler's conditions,
+    /// are kept).
+    fn desired_status(&self, current: &Value) -> Value {
+        let mut status = current.clone();
         let now = rfc3339(Timestamp::now());
         let policy = self.restart_policy();
         let obj = status.as_object_mut().expect("object");
@@ -1524,16 +1519,19 @@ impl Worker {
     }
 
     async fn write_status(&mut self) {
-        let desired = self.desired_status();
-        if self.last_written.as_ref() == Some(&desired) {
-            return;
-        }
+        // The API's status, as JSON (once per write; the desired status is
+        // built over it and diffed against it).
         let current = self
             .pod
             .status
             .as_ref()
             .and_then(|s| serde_json::to_value(s).ok())
+            .filter(Value::is_object)
             .unwrap_or_else(|| json!({}));
+        let desired = self.desired_status(&current);
+        if self.last_written.as_ref() == Some(&desired) {
+            return;
+        }
         let Some(patch) = merge_diff(&current, &desired) else {
             self.last_written = Some(desired);
             return;

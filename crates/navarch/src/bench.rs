@@ -204,6 +204,19 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// Takes the complete watch events (one JSON object per line) out of `buf`,
+/// leaving a partial last line for the next chunk.
+pub fn watch_events(buf: &mut Vec<u8>) -> Vec<Value> {
+    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+        return Vec::new();
+    };
+    let lines: Vec<u8> = buf.drain(..=end).collect();
+    lines
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -297,14 +310,11 @@ async fn api(args: BenchArgs) -> Result<()> {
         while let Ok(Some(chunk)) = resp.chunk().await {
             let now = Instant::now();
             buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if let Ok(ev) = serde_json::from_slice::<Value>(&line) {
-                    if ev["type"] == "ADDED" {
-                        seen += 1;
-                        if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
-                            lat.push((name.to_string(), now));
-                        }
+            for ev in watch_events(&mut buf) {
+                if ev["type"] == "ADDED" {
+                    seen += 1;
+                    if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
+                        lat.push((name.to_string(), now));
                     }
                 }
             }

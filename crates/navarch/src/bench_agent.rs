@@ -5,7 +5,7 @@
 //! Starts a server (no built-in agent) and a separate `navarch agent`
 //! process, so the agent's own RSS and CPU are measured.
 
-use crate::bench::{cpu_ms_of, percentile, rss_of, BenchArgs, ChildServer, Target};
+use crate::bench::{cpu_ms_of, percentile, rss_of, watch_events, BenchArgs, ChildServer, Target};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -133,11 +133,7 @@ async fn measure(
         };
         let now = Instant::now();
         buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
+        for ev in watch_events(&mut buf) {
             let obj = &ev["object"];
             if obj["status"]["phase"] == "Running" {
                 if let Some(name) = obj["metadata"]["name"].as_str() {
