@@ -762,6 +762,9 @@ impl ApiServer {
                 }
                 *new = merged;
             }
+            // The binding verb builds the whole pod itself: spec.nodeName
+            // and the PodScheduled condition, nothing a client sent.
+            Some(Subresource::Binding) => {}
             Some(Subresource::Finalize) => {
                 let fins = new["spec"]["finalizers"].clone();
                 let mut merged = old.clone();
@@ -1122,6 +1125,19 @@ impl ApiServer {
             Operation::Update,
             Some(Subresource::Binding),
             |old| {
+                // A binding naming a uid applies only to that pod, not to a
+                // namesake created since (upstream's UID precondition).
+                if let Some(uid) = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+                    let have = old["metadata"]["uid"].as_str().unwrap_or("");
+                    if uid != have {
+                        return Err(ApiError::conflict(
+                            "",
+                            "pods",
+                            name,
+                            &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+                        ));
+                    }
+                }
                 if !old["metadata"]["deletionTimestamp"].is_null() {
                     return Err(ApiError::conflict(
                         "",

@@ -103,6 +103,15 @@ struct ServerArgs {
     /// Name of this node (for the built-in agent); defaults to the hostname.
     #[arg(long)]
     node_name: Option<String>,
+    /// Do not run the built-in pod scheduler (pods naming
+    /// `default-scheduler` then wait for another one).
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Scheduler settings: a `KubeSchedulerConfiguration` file
+    /// (kubescheduler.config.k8s.io/v1; profiles, percentageOfNodesToScore,
+    /// NodeResourcesFit scoring strategy, PodTopologySpread defaults).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
     #[command(flatten)]
     runtime: AgentRuntimeArgs,
 }
@@ -158,6 +167,10 @@ pub fn open_store(
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
+    let scheduler = match &args.scheduler_config {
+        Some(path) => navarch_controllers::config::load(path)?,
+        None => navarch_controllers::SchedulerOptions::default(),
+    };
     let store = open_store(args.datastore.as_deref(), &args.data_dir)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut config = navarch_apiserver::Config::new(&args.data_dir, &args.listen);
@@ -169,6 +182,9 @@ async fn server(args: ServerArgs) -> Result<()> {
         running.url,
         running.kubeconfig.display()
     );
+    if !args.disable_scheduler {
+        navarch_controllers::scheduler::spawn(running.server.clone(), scheduler, shutdown.clone());
+    }
     if !args.disable_agent {
         // The built-in agent joins over loopback like any other agent.
         let config = agent_config(

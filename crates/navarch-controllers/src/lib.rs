@@ -1,0 +1,16 @@
+//! Control loops that run inside `navarch server`, on the API server's
+//! watch cache and verbs directly (no HTTP, no TLS, no JSON over the wire),
+//! with the same admission and validation as every API client.
+//!
+//! * [`informer`]: list + watch of one kind from the watch cache, with a
+//!   local store, resume after falling behind, relist after expiry.
+//! * [`events`]: the Event recorder (repeats folded into `count`).
+//! * [`scheduler`]: the pod scheduler's driver around the pure
+//!   `navarch-scheduler` placement and its ledger.
+
+pub mod config;
+pub mod events;
+pub mod informer;
+pub mod scheduler;
+
+pub use scheduler::{Profile, Scheduler, SchedulerOptions, DEFAULT_SCHEDULER_NAME};
