@@ -14,7 +14,8 @@
 //! host ports in use, and the ids of its pods. Across nodes it keeps a label
 //! index `namespace -> key -> value -> pods`, so inter-pod affinity and
 //! topology spreading touch only the pods a selector can match, and the
-//! sets of pods carrying pod (anti-)affinity terms.
+//! sets of pods carrying pod (anti-)affinity terms. Pending pods nominated
+//! to a node are kept on that node (usually none) and by key.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -102,6 +103,10 @@ pub(crate) struct NodeSlot {
     pub usage: Usage,
     pub pods: Vec<PodId>,
     pub holds: u32,
+    /// Pending pods nominated to this node (upstream
+    /// `status.nominatedNodeName`): filtering counts those of equal or
+    /// higher priority as if they ran here. Usually empty.
+    pub nominated: Vec<Arc<PodInfo>>,
     /// Position in `node_list`, when listed.
     pub list_pos: Option<usize>,
 }
@@ -388,6 +393,8 @@ pub struct Ledger {
     pub(crate) node_labels: HashMap<String, HashMap<String, usize>>,
     holds: HashMap<String, (NodeId, Hold)>,
     namespaces: HashMap<String, Map<String, Value>>,
+    /// Nominated pods by key, with the node they are nominated to.
+    nominations: HashMap<String, NodeId>,
 }
 
 impl Ledger {
@@ -468,6 +475,7 @@ impl Ledger {
             usage: Usage::default(),
             pods: Vec::new(),
             holds: 0,
+            nominated: Vec::new(),
             list_pos: None,
         };
         let id = match self.free_nodes.pop() {
@@ -486,7 +494,11 @@ impl Ledger {
 
     fn drop_node_if_unused(&mut self, id: NodeId) {
         let slot = self.nodes[id as usize].as_ref().expect("slot");
-        if slot.info.is_none() && slot.pods.is_empty() && slot.holds == 0 {
+        if slot.info.is_none()
+            && slot.pods.is_empty()
+            && slot.holds == 0
+            && slot.nominated.is_empty()
+        {
             let name = slot.name.clone();
             self.nodes[id as usize] = None;
             self.node_by_name.remove(&name);
@@ -652,10 +664,18 @@ impl Ledger {
 
     /// Applies a pod add or update event: a pod bound to a node
     /// (`spec.nodeName`) and not terminal (`Succeeded`/`Failed`) is placed
-    /// there, replacing any earlier version (an assumed pod becomes bound);
-    /// otherwise it is removed. Bound pods are recorded even when they
-    /// overbook a node (the store is the truth; only placements through
-    /// [`Ledger::reserve`] and holds are checked).
+    /// there, replacing any earlier version (an assumed pod becomes bound)
+    /// and dropping its nomination; a terminal pod is removed with its
+    /// nomination. A pending pod is unplaced (if it was placed) and its
+    /// nomination follows `status.nominatedNodeName` as upstream's
+    /// nominator does: set, it nominates the pod there (so nominations
+    /// survive a restart of the driver); cleared after the ledger had seen
+    /// it set, it removes the nomination; absent on both sides, a
+    /// nomination made through [`Ledger::nominate`] is kept (the status
+    /// write may not have landed yet) with the pod's new version. Bound
+    /// pods are recorded even when they overbook a node (the store is the
+    /// truth; only placements through [`Ledger::reserve`] and holds are
+    /// checked).
     pub fn apply_pod(&mut self, pod: &Value) -> Result<PodChange, Error> {
         let info = PodInfo::from_json(pod)?;
         Ok(self.apply_pod_info(Arc::new(info)))
@@ -673,20 +693,32 @@ impl Ledger {
 
     /// [`Ledger::apply_pod`] for an already parsed pod.
     pub fn apply_pod_info(&mut self, info: Arc<PodInfo>) -> PodChange {
+        if info.terminal {
+            self.remove_pod(&info.key);
+            return PodChange::NotPlaced;
+        }
         match info.node_name.clone() {
-            Some(node) if !info.terminal => {
+            Some(node) => {
                 self.place(info, &node, false);
                 PodChange::Placed
             }
-            _ => {
-                self.remove_pod(&info.key);
+            None => {
+                self.unplace(&info.key);
+                self.follow_nomination(info);
                 PodChange::NotPlaced
             }
         }
     }
 
-    /// Removes a pod by key (`metadata.uid`, or `namespace/name`).
+    /// Removes a pod by key (`metadata.uid`, or `namespace/name`), and its
+    /// nomination if it has one. True when a placed pod was removed.
     pub fn remove_pod(&mut self, key: &str) -> bool {
+        self.remove_nomination(key);
+        self.unplace(key)
+    }
+
+    /// Removes a pod's placement (not its nomination).
+    fn unplace(&mut self, key: &str) -> bool {
         let Some(id) = self.pod_by_key.remove(key) else {
             return false;
         };
@@ -706,6 +738,7 @@ impl Ledger {
 
     fn place(&mut self, info: Arc<PodInfo>, node: &str, assumed: bool) {
         self.remove_pod(&info.key);
+        debug_assert!(!self.nominations.contains_key(&info.key));
         let nid = self.node_slot(node);
         let host_network = self.node(nid).info.as_ref().is_some_and(|i| i.host_network);
         let ports = info.host_ports(host_network);
@@ -792,7 +825,11 @@ impl Ledger {
     /// on `node` in the ledger as it is now? `Check::Resources` verifies
     /// what the ledger guarantees (resources, pod slots, host ports);
     /// `Check::All` runs every filter again. A pod already placed under the
-    /// same key is not counted against itself.
+    /// same key is not counted against itself. Either way the pods
+    /// nominated to `node` that `pod` must not displace (priority at least
+    /// its own; see [`Ledger::nominate`]) count as placed, so a decision
+    /// taken before a preemption nominated the node cannot take the room
+    /// freed for the preemptor.
     pub fn check_fit(
         &self,
         node: &str,
@@ -819,9 +856,134 @@ impl Ledger {
     /// Undoes [`Ledger::reserve`]: removes the pod if it is still assumed.
     pub fn forget(&mut self, key: &str) -> bool {
         if self.is_assumed(key) {
-            self.remove_pod(key)
+            self.unplace(key)
         } else {
             false
+        }
+    }
+
+    // ----- nominations -----------------------------------------------------
+
+    /// Nominates a pending pod to `node`, as upstream does when preemption
+    /// picks that node for it (and writes `status.nominatedNodeName`).
+    /// Until the pod is placed ([`Ledger::reserve`], or a bound pod event)
+    /// or removed, filtering `node` for any *other* pod whose priority is
+    /// not above the nominated pod's counts the nominated pod as running
+    /// there — its requests, pod slot, host ports, labels and affinity —
+    /// and the other pod must fit both with and without it (upstream's two
+    /// passes). So the room preemption freed is not taken by a less (or
+    /// equally) important pod, while more important pods ignore the
+    /// nomination. The pod's own nomination never counts against it, and
+    /// [`crate::schedule`] tries its nominated node first.
+    ///
+    /// Replaces any earlier nomination of the pod (and the stored
+    /// `PodInfo`, whose priority and labels are the ones counted). `node`
+    /// need not be known yet. Returns false, recording nothing, when the
+    /// pod is placed already (a scheduled pod has no nomination).
+    /// O(nominations on the old node).
+    pub fn nominate(&mut self, node: &str, pod: Arc<PodInfo>) -> bool {
+        if self.pod_by_key.contains_key(&pod.key) {
+            return false;
+        }
+        self.remove_nomination(&pod.key);
+        let nid = self.node_slot(node);
+        self.nominations.insert(pod.key.clone(), nid);
+        self.nodes[nid as usize]
+            .as_mut()
+            .expect("slot")
+            .nominated
+            .push(pod);
+        true
+    }
+
+    /// Removes a pod's nomination (by pod key); true if it had one. Placing
+    /// the pod ([`Ledger::reserve`], [`Ledger::apply_pod`] of the bound
+    /// pod) and [`Ledger::remove_pod`] do this on their own.
+    pub fn remove_nomination(&mut self, key: &str) -> bool {
+        let Some(nid) = self.nominations.remove(key) else {
+            return false;
+        };
+        let slot = self.nodes[nid as usize].as_mut().expect("slot");
+        if let Some(i) = slot.nominated.iter().position(|p| p.key == key) {
+            slot.nominated.swap_remove(i);
+        }
+        self.drop_node_if_unused(nid);
+        true
+    }
+
+    /// The node a pod (by key) is nominated to.
+    pub fn nomination(&self, key: &str) -> Option<&str> {
+        self.nominations.get(key).map(|nid| &*self.node(*nid).name)
+    }
+
+    /// A nominated pod as recorded, with its node.
+    pub fn nominated_pod(&self, key: &str) -> Option<(&PodInfo, &str)> {
+        let nid = *self.nominations.get(key)?;
+        let slot = self.node(nid);
+        let pod = slot.nominated.iter().find(|p| p.key == key)?;
+        Some((pod, &slot.name))
+    }
+
+    /// Keys of the pods nominated to a node, sorted.
+    pub fn nominated_to(&self, node: &str) -> Vec<String> {
+        self.nominated_keys(node, |_| true)
+    }
+
+    /// Keys of the pods nominated to `node` with a priority below
+    /// `priority`, sorted: upstream's `getLowerPriorityNominatedPods`.
+    /// After preempting on `node` for a pod of that priority, upstream
+    /// clears these pods' nominations (they may no longer fit) and sends
+    /// them back to the active queue; call [`Ledger::remove_nomination`]
+    /// for each.
+    pub fn nominated_below(&self, node: &str, priority: i32) -> Vec<String> {
+        self.nominated_keys(node, |p| p < priority)
+    }
+
+    fn nominated_keys(&self, node: &str, keep: impl Fn(i32) -> bool) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .node_id(node)
+            .map(|id| {
+                self.node(id)
+                    .nominated
+                    .iter()
+                    .filter(|p| keep(p.priority))
+                    .map(|p| p.key.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The number of nominated pods.
+    pub fn nomination_count(&self) -> usize {
+        self.nominations.len()
+    }
+
+    /// The node id a pod is nominated to.
+    pub(crate) fn nominated_node(&self, key: &str) -> Option<NodeId> {
+        self.nominations.get(key).copied()
+    }
+
+    /// Follows a pending pod's `status.nominatedNodeName` (see
+    /// [`Ledger::apply_pod`]).
+    fn follow_nomination(&mut self, info: Arc<PodInfo>) {
+        if let Some(node) = info.nominated_node_name.clone() {
+            self.nominate(&node, info);
+            return;
+        }
+        let Some(&nid) = self.nominations.get(&info.key) else {
+            return;
+        };
+        let slot = self.nodes[nid as usize].as_mut().expect("slot");
+        let Some(i) = slot.nominated.iter().position(|p| p.key == info.key) else {
+            return;
+        };
+        if slot.nominated[i].nominated_node_name.is_some() {
+            // The status had it and now does not: cleared on purpose.
+            self.remove_nomination(&info.key);
+        } else {
+            slot.nominated[i] = info;
         }
     }
 

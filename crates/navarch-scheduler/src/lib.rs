@@ -11,15 +11,20 @@
 //! process runtime, where every `containerPort` is a host port), the pods
 //! bound to them (requests as upstream sums them, init containers, sidecars
 //! and overhead included; host ports; labels and affinity terms for
-//! inter-pod affinity, spreading and preemption), and **holds**: resources
-//! held by outstanding offers, which count as used.
+//! inter-pod affinity, spreading and preemption), **holds**: resources
+//! held by outstanding offers, which count as used, and **nominations**:
+//! pending pods that preemption made room for on a node
+//! (`status.nominatedNodeName`), whose room less important pods may not
+//! take ([`Ledger::nominate`]).
 //!
 //! It is fed one watch event at a time — [`Ledger::add_node`],
 //! [`Ledger::update_node`], [`Ledger::remove_node`], [`Ledger::add_pod`] /
 //! [`Ledger::update_pod`] ([`Ledger::apply_pod`]), [`Ledger::remove_pod`],
 //! [`Ledger::add_hold`], [`Ledger::remove_hold`],
-//! [`Ledger::set_namespace`] — each O(1) amortised in the number of nodes
-//! and pods (O(labels + ports) of the object), never a rebuild.
+//! [`Ledger::set_namespace`], [`Ledger::nominate`],
+//! [`Ledger::remove_nomination`] — each O(1) amortised in the number of
+//! nodes and pods (O(labels + ports) of the object, O(nominations on the
+//! node) for nominations), never a rebuild.
 //!
 //! # Placement
 //!
@@ -39,6 +44,18 @@
 //!   pod's watch event confirms it. [`Ledger::add_hold`] applies the same
 //!   check to offers, so nothing is ever overbooked.
 //! * [`queue_order`] / [`ActiveQueue`]: upstream's PrioritySort order.
+//! * Nominated pods, as upstream: [`Ledger::nominate`] records that
+//!   preemption freed room on a node for a pod. Filtering a node for any
+//!   other pod whose priority is not above a nominated pod's runs twice,
+//!   with the nominated pods counted as running there (requests, slots,
+//!   ports, labels and terms) and without them, and must pass both
+//!   (`RunFilterPluginsWithNominatedPods`); [`Ledger::check_fit`] and
+//!   [`Ledger::reserve`] hold the room the same way, and preemption's dry
+//!   runs too. The nominated pod itself ignores its own nomination, and
+//!   [`schedule`] tries its nominated node first (PreferNominatedNode).
+//!   Placing the pod (a reserve or its bound event) or deleting it drops
+//!   the nomination; pod events follow `status.nominatedNodeName`
+//!   ([`Ledger::apply_pod`]).
 //!
 //! A driver loop looks like:
 //!
@@ -61,8 +78,19 @@
 //!         ledger.reserve(&p.node, pod.clone(), Check::Resources).unwrap(); // then bind via the API
 //!     }
 //!     Err(u) => {
-//!         let post = match preempt(&ledger, &pod, &u, &[], &config) {
-//!             PreemptOutcome::Preempt(_p) => None, // evict victims, nominate the node
+//!         let outcome = preempt(&ledger, &pod, &u, &[], &config);
+//!         if outcome.clears_nomination() {
+//!             ledger.remove_nomination(&pod.key); // and clear the status
+//!         }
+//!         let post = match outcome {
+//!             PreemptOutcome::Preempt(p) => {
+//!                 // Evict p.victims through the API, then keep the room:
+//!                 for key in ledger.nominated_below(&p.node, pod.priority) {
+//!                     ledger.remove_nomination(&key); // they may not fit now
+//!                 }
+//!                 ledger.nominate(&p.node, pod.clone()); // and set the status
+//!                 None
+//!             }
 //!             PreemptOutcome::NotPossible { message } => Some(message),
 //!         };
 //!         let _event = u.failed_scheduling_message(post.as_deref());
@@ -108,6 +136,11 @@
 //!   swap-removal), O(labels + ports + affinity terms) of the object;
 //! * a cycle for a plain pod: O(nodes evaluated) filters + O(feasible)
 //!   scores, nothing proportional to P;
+//! * nominations cost only on nodes that have them: such a node is
+//!   filtered twice, with a copy of its usage (and of the cycle's spread /
+//!   inter-pod affinity state, when the pod has any) plus the nominated
+//!   pods that count, O(those pods × their terms); nodes without
+//!   nominations pay one emptiness check;
 //! * inter-pod affinity: the incoming pod's terms are counted from the
 //!   label index `namespace -> key -> value -> pods` (the narrowest posting
 //!   list among the selector's `=`/`in`/`exists` requirements), O(k);
@@ -137,11 +170,11 @@
 //! # Not implemented
 //!
 //! Volumes (VolumeBinding, VolumeZone, limits), DRA, ImageLocality,
-//! nominated pods (upstream filters a node twice, with pods nominated to it
-//! by earlier preemptions; here a preemptor's freed resources are not
-//! reserved for it), pod-level resources and in-place resize, extenders,
-//! scheduling gates (the queue's job: check [`PodInfo::scheduling_gated`]),
-//! offers as preemption victims.
+//! pod-level resources and in-place resize, extenders, scheduling gates
+//! (the queue's job: check [`PodInfo::scheduling_gated`]), offers as
+//! preemption victims, offers yielding to nominations (holds neither see
+//! nor block nominated pods' room: [`Ledger::add_hold`] checks placed pods
+//! and holds only).
 
 mod affinity;
 mod config;

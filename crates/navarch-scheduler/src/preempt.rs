@@ -7,13 +7,11 @@ use navarch_api::selector::LabelSelector;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::filter::{
-    run_filters, Code, NodeStatus, PodFilter, REASON_NOT_HELPFUL, REASON_NO_VICTIMS,
-};
+use crate::filter::{Code, NodeStatus, PodFilter, REASON_NOT_HELPFUL, REASON_NO_VICTIMS};
 use crate::json;
 use crate::ledger::{Ledger, NodeId, PodId};
 use crate::pod::PodInfo;
-use crate::schedule::{fit_error_message, pod_filter, Unschedulable};
+use crate::schedule::{filter_with_nominated, fit_error_message, pod_filter, Unschedulable};
 use crate::Error;
 
 /// Upstream `MinCandidateNodesPercentage` / `MinCandidateNodesAbsolute`.
@@ -110,6 +108,27 @@ pub enum PreemptOutcome {
     },
 }
 
+/// How the PostFilter message starts when the pod may not preempt at all.
+const NOT_ELIGIBLE: &str = "preemption: not eligible";
+
+impl PreemptOutcome {
+    /// What upstream does with the pod's nomination after this outcome:
+    /// `Preempt` nominates the pod to the chosen node (replacing any
+    /// earlier nomination, see [`crate::Ledger::nominate`]); a search that
+    /// found no node clears the nomination, which is stale; a pod not
+    /// eligible to preempt (`preemptionPolicy: Never`, or lower-priority
+    /// victims still terminating on its nominated node) keeps it, to wait
+    /// for that node. True when the driver should call
+    /// [`crate::Ledger::remove_nomination`] and clear
+    /// `status.nominatedNodeName`.
+    pub fn clears_nomination(&self) -> bool {
+        match self {
+            PreemptOutcome::Preempt(_) => false,
+            PreemptOutcome::NotPossible { message } => !message.starts_with(NOT_ELIGIBLE),
+        }
+    }
+}
+
 /// Upstream `MoreImportantPod`: higher priority, then earlier start.
 fn more_important(a: &PodInfo, b: &PodInfo) -> std::cmp::Ordering {
     b.priority
@@ -130,6 +149,14 @@ struct Candidate {
 /// does (nodes needing fewer violations win; violating victims are
 /// reprieved first). Candidate nodes are tried in node-list order and the
 /// search stops, as upstream's, once max(10%, 100) candidates are found.
+/// The dry runs filter with the pods nominated to each node, as
+/// [`crate::schedule`] does.
+///
+/// After a [`PreemptOutcome::Preempt`], upstream evicts the victims,
+/// nominates the pod to the node ([`Ledger::nominate`] and
+/// `status.nominatedNodeName`) and clears the nominations of the
+/// lower-priority pods nominated there ([`Ledger::nominated_below`]);
+/// after a `NotPossible`, see [`PreemptOutcome::clears_nomination`].
 pub fn preempt(
     ledger: &Ledger,
     pod: &PodInfo,
@@ -143,7 +170,12 @@ pub fn preempt(
     if pod.preemption_never {
         return not_possible("not eligible due to preemptionPolicy=Never.".into());
     }
-    if let Some(nominated) = &pod.nominated_node_name {
+    // The node the pod is nominated to: the ledger's record, else the
+    // pod's status.
+    let nominated = ledger
+        .nomination(&pod.key)
+        .or(pod.nominated_node_name.as_deref());
+    if let Some(nominated) = nominated {
         let unresolvable = diagnosis
             .status_of(nominated)
             .is_some_and(|s| s.code == Code::UnschedulableAndUnresolvable);
@@ -268,7 +300,7 @@ fn select_victims(
     for &p in &potential {
         change(&mut local, &mut usage, p, -1);
     }
-    run_filters(&local, info, &usage)?;
+    filter_with_nominated(ledger, &local, &slot.nominated, info, &usage)?;
     potential.sort_by(|a, b| more_important(&ledger.pod(*a).info, &ledger.pod(*b).info));
     // Split by PDB violation, as upstream `filterPodsWithPDBViolation`.
     let mut allowed: Vec<i64> = pdbs.iter().map(|p| p.disruptions_allowed).collect();
@@ -296,7 +328,7 @@ fn select_victims(
     for (list, counts) in [(&violating, true), (&non_violating, false)] {
         for &p in list {
             change(&mut local, &mut usage, p, 1);
-            if run_filters(&local, info, &usage).is_err() {
+            if filter_with_nominated(ledger, &local, &slot.nominated, info, &usage).is_err() {
                 change(&mut local, &mut usage, p, -1);
                 victims.push(p);
                 if counts {

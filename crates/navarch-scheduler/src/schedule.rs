@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::affinity::{self, AffinityFilter, AffinityScore};
 use crate::config::Config;
@@ -20,10 +21,13 @@ use crate::spread::{self, SpreadFilter, SpreadScore};
 /// How much [`Ledger::check_fit`] re-verifies at commit time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// Resources, pod slots and host ports: the ledger's invariant.
+    /// Resources, pod slots and host ports: the ledger's invariant. Pods
+    /// nominated to the node whose priority is at least the pod's count as
+    /// placed (see [`Ledger::nominate`]).
     Resources,
     /// Every filter, as a fresh scheduling cycle would run them (with the
-    /// default profile's cluster-default spreading).
+    /// default profile's cluster-default spreading and the two passes for
+    /// nominated pods).
     All,
 }
 
@@ -198,12 +202,16 @@ fn unschedulable(
 /// node list (pass the previous result's `next_start_index`; 0 at first).
 ///
 /// Upstream's algorithm: PreFilter (NodeAffinity `metadata.name` pins,
-/// PodTopologySpread and InterPodAffinity pre-computations), then the
-/// filters over the nodes from `start_index` on, stopping once
-/// `percentageOfNodesToScore` feasible nodes are found; then scoring and
-/// picking the highest total. Ties are broken by a hash of the pod key and
-/// node name (deterministic, yet spreading equal pods over equal nodes),
-/// then by node name.
+/// PodTopologySpread and InterPodAffinity pre-computations); the node the
+/// pod is nominated to ([`Ledger::nominate`], else its
+/// `status.nominatedNodeName`), if it passes the filters, is taken at once
+/// without scoring; otherwise the filters run over the nodes from
+/// `start_index` on, stopping once `percentageOfNodesToScore` feasible
+/// nodes are found; then scoring and picking the highest total. Ties are
+/// broken by a hash of the pod key and node name (deterministic, yet
+/// spreading equal pods over equal nodes), then by node name. A node with
+/// other pods nominated to it is filtered as upstream's
+/// `RunFilterPluginsWithNominatedPods` does (see [`Ledger::nominate`]).
 pub fn schedule(
     ledger: &Ledger,
     pod: &PodInfo,
@@ -237,6 +245,24 @@ pub fn schedule(
             }
         };
     let pf = pod_filter(ledger, pod, config);
+    // Upstream: a node nominated for the pod (by an earlier preemption) is
+    // tried first, and taken without scoring if it fits.
+    let nominated = ledger.nominated_node(&pod.key).or_else(|| {
+        pod.nominated_node_name
+            .as_deref()
+            .and_then(|n| ledger.node_id(n))
+    });
+    if let Some(id) = nominated.filter(|id| ledger.node(*id).list_pos.is_some()) {
+        if eval(ledger, &pf, id).is_ok() {
+            return Ok(Placement {
+                node: ledger.node(id).name.to_string(),
+                score: 0,
+                feasible_nodes: 1,
+                evaluated_nodes: 1,
+                next_start_index: start_index % num_all,
+            });
+        }
+    }
     let to_find = config.num_feasible_nodes_to_find(nodes.len());
     let (feasible, statuses) = find_feasible(ledger, &pf, &nodes, start_index, to_find, config);
     let next_start_index = (start_index + feasible.len() + statuses.len()) % num_all;
@@ -298,7 +324,53 @@ fn tie_hash(pod: &str, node: &str) -> u64 {
 fn eval(ledger: &Ledger, pf: &PodFilter<'_>, id: NodeId) -> Result<(), NodeStatus> {
     let slot = ledger.node(id);
     let info = slot.info.as_deref().expect("listed nodes are known");
-    run_filters(pf, info, &slot.usage)
+    if slot.nominated.is_empty() {
+        run_filters(pf, info, &slot.usage)
+    } else {
+        filter_with_nominated(ledger, pf, &slot.nominated, info, &slot.usage)
+    }
+}
+
+/// Upstream `RunFilterPluginsWithNominatedPods`: the pods nominated to the
+/// node with a priority at least the pod's (other than the pod itself) are
+/// added to the node and to the PreFilter state, and the pod must pass the
+/// filters both with them and without them. Resources and anti-affinity
+/// are stricter with them, pod affinity may be stricter without them. When
+/// no nominated pod qualifies this is one plain pass.
+pub(crate) fn filter_with_nominated(
+    ledger: &Ledger,
+    pf: &PodFilter<'_>,
+    nominated: &[Arc<PodInfo>],
+    node: &NodeInfo,
+    usage: &Usage,
+) -> Result<(), NodeStatus> {
+    let pod = pf.pod;
+    let mut added = nominated
+        .iter()
+        .filter(|p| p.priority >= pod.priority && p.key != pod.key)
+        .peekable();
+    if added.peek().is_none() {
+        return run_filters(pf, node, usage);
+    }
+    let mut with_usage = usage.clone();
+    let mut with = PodFilter {
+        pod,
+        ports: pf.ports.clone(),
+        ports_host_network: pf.ports_host_network.clone(),
+        spread: pf.spread.clone(),
+        affinity: pf.affinity.clone(),
+    };
+    for p in added {
+        with_usage.add_pod(p, &p.host_ports(node.host_network));
+        if let Some(s) = with.spread.as_mut() {
+            s.update_with_pod(pod, p, node, 1);
+        }
+        if let Some(a) = with.affinity.as_mut() {
+            a.update_with_pod(ledger, p, node, 1);
+        }
+    }
+    run_filters(&with, node, &with_usage)?;
+    run_filters(pf, node, usage)
 }
 
 type Feasible = (Vec<NodeId>, Vec<(NodeId, NodeStatus)>);
@@ -521,13 +593,27 @@ pub(crate) fn check_fit(
                 spread: None,
                 affinity: None,
             };
+            // Pods nominated here that this one must not displace hold
+            // their room (the first of upstream's two passes; for
+            // resources and ports the second adds nothing).
+            let mut held = None;
+            for p in slot
+                .nominated
+                .iter()
+                .filter(|p| p.priority >= pod.priority && p.key != pod.key)
+            {
+                held.get_or_insert_with(|| usage.clone())
+                    .add_pod(p, &p.host_ports(info.host_network));
+            }
+            let usage = held.as_ref().unwrap_or(usage);
             node_ports(&pf, info, usage).map_err(|st| reject(to_reasons(st)))?;
             resources_fit(&pod.requests, info, usage).map_err(|st| reject(to_reasons(st)))
         }
         Check::All => {
             let config = Config::default();
             let pf = pod_filter(ledger, pod, &config);
-            run_filters(&pf, info, usage).map_err(|st| reject(to_reasons(st)))
+            filter_with_nominated(ledger, &pf, &slot.nominated, info, usage)
+                .map_err(|st| reject(to_reasons(st)))
         }
     }
 }

@@ -390,6 +390,57 @@ proptest! {
     }
 
     #[test]
+    fn nominated_room_is_kept_from_less_important_pods(
+        nodes in prop::collection::vec(node_spec(), 1..6),
+        pods in prop::collection::vec(pod_spec(), 1..30),
+        nominated in prop::collection::vec((pod_spec(), 0usize..6), 0..6),
+    ) {
+        let mut l = Ledger::new();
+        for (i, n) in nodes.iter().enumerate() {
+            l.add_node(&node_json(i, n)).unwrap();
+        }
+        let mut keys = Vec::new();
+        for (j, (spec, n)) in nominated.iter().enumerate() {
+            let info = Arc::new(PodInfo::from_json(&pod_json(500 + j, spec)).unwrap());
+            keys.push(info.clone());
+            let node = format!("n{}", n % nodes.len());
+            prop_assert!(l.nominate(&node, info));
+        }
+        prop_assert_eq!(l.nomination_count(), nominated.len());
+        let config = Config::default();
+        for (i, p) in pods.iter().enumerate() {
+            let info = Arc::new(PodInfo::from_json(&pod_json(i, p)).unwrap());
+            let Ok(pl) = schedule(&l, &info, &config, 0) else { continue };
+            l.reserve(&pl.node, info.clone(), Check::Resources).unwrap();
+            // What the node has placed plus what is nominated to it at or
+            // above this pod's priority still fits, in every resource the
+            // pod requests (as upstream, a pod requesting none of a
+            // resource is not checked for it) and in pod slots.
+            let mut total = l.requested(&pl.node).unwrap().clone();
+            for k in l.nominated_to(&pl.node) {
+                let (np, _) = l.nominated_pod(&k).unwrap();
+                if np.priority >= info.priority {
+                    total.add(&np.requests);
+                    total.pods += 1;
+                }
+            }
+            let alloc = &l.node_view(&pl.node).unwrap().allocatable;
+            let r = &info.requests;
+            let over = (r.milli_cpu > 0 && total.milli_cpu > alloc.milli_cpu)
+                || (r.memory > 0 && total.memory > alloc.memory)
+                || total.pods > alloc.pods;
+            prop_assert!(!over, "pod {} on {}: {:?} > {:?}", i, pl.node, total, alloc);
+        }
+        // The nominated pods themselves: placing one drops its nomination.
+        for info in keys {
+            if let Ok(pl) = schedule(&l, &info, &config, 0) {
+                l.reserve(&pl.node, info.clone(), Check::All).unwrap();
+                prop_assert_eq!(l.nomination(&info.key), None);
+            }
+        }
+    }
+
+    #[test]
     fn preemption_evicts_only_lower_priority_and_makes_room(
         nodes in prop::collection::vec(node_spec(), 1..6),
         pods in prop::collection::vec(pod_spec(), 1..30),
