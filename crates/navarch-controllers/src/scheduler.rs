@@ -585,14 +585,19 @@ impl Driver {
                 // upstream's: its verdict is part of the message.
                 let mut post = None;
                 let mut nominate = None;
+                // (Not with no nodes at all: upstream's "no nodes available
+                // to schedule pods" is not a fit error.)
                 let pdbs: Vec<Pdb> = self.pdbs.values().cloned().collect();
-                match preempt(&self.ledger, &info, &diagnosis, &pdbs, config) {
-                    PreemptOutcome::Preempt(pre) => {
+                let outcome = (diagnosis.num_all_nodes > 0)
+                    .then(|| preempt(&self.ledger, &info, &diagnosis, &pdbs, config));
+                match outcome {
+                    Some(PreemptOutcome::Preempt(pre)) => {
                         self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
                         self.evict(&info, &pre.node, &pre.victims);
                         nominate = Some(pre.node);
                     }
-                    PreemptOutcome::NotPossible { message } => post = Some(message),
+                    Some(PreemptOutcome::NotPossible { message }) => post = Some(message),
+                    None => {}
                 }
                 let message = diagnosis.failed_scheduling_message(post.as_deref());
                 self.unschedulable(key, &message, nominate);

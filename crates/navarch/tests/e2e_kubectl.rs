@@ -813,9 +813,12 @@ fn binding_graceful_deletion_eviction_finalizers_and_namespaces() {
         d.contains("Testing") && d.contains("hello from the test"),
         "{d}"
     );
+    // (The scheduler has its own FailedScheduling events: no nodes here.)
     let v1 = s.must_kubectl(&[
         "get",
         "events.v1.events.k8s.io",
+        "--field-selector",
+        "reason=Testing",
         "-o",
         "jsonpath={.items[0].regarding.name}/{.items[0].note}",
     ]);
