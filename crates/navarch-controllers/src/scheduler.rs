@@ -181,6 +181,13 @@ struct Pending {
     condition: Option<(String, String)>,
 }
 
+/// What a failed cycle does with the pod's `status.nominatedNodeName`.
+enum Nomination {
+    Keep,
+    Clear,
+    Set(String),
+}
+
 /// Results of bindings, back to the driver.
 struct Bound {
     key: String,
@@ -412,8 +419,23 @@ impl Driver {
             .profiles
             .iter()
             .position(|p| p.name == scheduler);
-        let Some(profile) = profile.filter(|_| !info.terminal && !info.terminating) else {
-            // Not ours, finished, or being deleted: nothing to place.
+        if info.terminal || info.terminating {
+            // Finished or being deleted: nothing to place or keep room for.
+            self.forget_pending(&key);
+            self.ledger.remove_pod(&key);
+            return;
+        }
+        // Nominations (`status.nominatedNodeName`) hold room whichever
+        // scheduler set them; not while our own reservation is in flight.
+        if self
+            .pending
+            .get(&key)
+            .is_none_or(|p| p.state != State::Binding)
+        {
+            self.ledger.apply_pod_info(info.clone());
+        }
+        let Some(profile) = profile else {
+            // Another scheduler's pod.
             self.forget_pending(&key);
             return;
         };
@@ -584,17 +606,40 @@ impl Driver {
                 // PostFilter (DefaultPreemption) runs on every failure, as
                 // upstream's: its verdict is part of the message.
                 let mut post = None;
-                let mut nominate = None;
+                let mut nominate = Nomination::Keep;
                 // (Not with no nodes at all: upstream's "no nodes available
                 // to schedule pods" is not a fit error.)
                 let pdbs: Vec<Pdb> = self.pdbs.values().cloned().collect();
                 let outcome = (diagnosis.num_all_nodes > 0)
                     .then(|| preempt(&self.ledger, &info, &diagnosis, &pdbs, config));
+                if outcome.as_ref().is_some_and(|o| o.clears_nomination()) {
+                    self.ledger.remove_nomination(key);
+                    if info.nominated_node_name.is_some() {
+                        nominate = Nomination::Clear;
+                    }
+                }
                 match outcome {
                     Some(PreemptOutcome::Preempt(pre)) => {
                         self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
                         self.evict(&info, &pre.node, &pre.victims);
-                        nominate = Some(pre.node);
+                        // Less important pods nominated there may no longer
+                        // fit: their nominations go, and they try again.
+                        for other in self.ledger.nominated_below(&pre.node, info.priority) {
+                            if let Some((o, _)) = self.ledger.nominated_pod(&other) {
+                                let (ns, name) = (o.namespace.clone(), o.name.clone());
+                                self.patch_status(
+                                    &ns,
+                                    &name,
+                                    json!({"status": {"nominatedNodeName": null}}),
+                                );
+                            }
+                            self.ledger.remove_nomination(&other);
+                            if self.unschedulable.remove(&other) {
+                                self.activate(&other);
+                            }
+                        }
+                        self.ledger.nominate(&pre.node, info.clone());
+                        nominate = Nomination::Set(pre.node);
                     }
                     Some(PreemptOutcome::NotPossible { message }) => post = Some(message),
                     None => {}
@@ -633,7 +678,7 @@ impl Driver {
 
     /// Marks a pod unschedulable: event, condition, nomination; it waits
     /// for a cluster event (or its backoff, then the flush).
-    fn unschedulable(&mut self, key: &str, message: &str, nominate: Option<String>) {
+    fn unschedulable(&mut self, key: &str, message: &str, nominate: Nomination) {
         let backoff = {
             let attempts = self.pending.get(key).map(|p| p.attempts + 1).unwrap_or(1);
             self.backoff_for(attempts)
@@ -654,7 +699,11 @@ impl Driver {
             .condition
             .as_ref()
             .is_some_and(|(s, m)| s == "False" && m == message);
-        let renominate = nominate.is_some() && nominate != p.info.nominated_node_name;
+        let renominate = match &nominate {
+            Nomination::Keep => false,
+            Nomination::Clear => true,
+            Nomination::Set(n) => p.info.nominated_node_name.as_ref() != Some(n),
+        };
         if same && !renominate {
             return;
         }
@@ -663,8 +712,10 @@ impl Driver {
         let mut patch = json!({"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
             "message": message, "lastProbeTime": null, "lastTransitionTime": now}]}});
-        if let Some(n) = nominate {
-            patch["status"]["nominatedNodeName"] = json!(n);
+        match nominate {
+            Nomination::Keep => {}
+            Nomination::Clear => patch["status"]["nominatedNodeName"] = Value::Null,
+            Nomination::Set(n) => patch["status"]["nominatedNodeName"] = json!(n),
         }
         let (ns, name) = (p.info.namespace.clone(), p.info.name.clone());
         self.patch_status(&ns, &name, patch);

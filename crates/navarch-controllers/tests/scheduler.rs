@@ -311,10 +311,16 @@ async fn higher_priority_pod_preempts_and_is_nominated() {
         })
         .await;
     assert!(p["spec"]["nodeName"].is_null());
+    // A less important pod arriving now may not take the nominated room.
+    c.pod("sneaky", "1", json!({"priorityClassName": "low"}))
+        .await;
+    c.wait_event("sneaky", "FailedScheduling").await;
     // The victims' kubelet finishes; the preemptor lands where it was nominated.
     c.finish_deletion("victim-a").await;
     c.finish_deletion("victim-b").await;
     assert_eq!(c.bound_to("vip").await, "only");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.get("sneaky").await.unwrap()["spec"]["nodeName"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
