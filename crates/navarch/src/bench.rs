@@ -1,17 +1,17 @@
 //! `navarch bench`: load generators that speak only the public Kubernetes
 //! API, so the same run can target Navarch or upstream Kubernetes.
 
-use anyhow::{anyhow, bail, Context, Result};
-use base64::Engine;
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `api` (API server writes, lists, watches) or `agent`
-    /// (pod startup on one node; use `--pods 100`).
+    /// Which benchmark: `api` (API server writes, lists, watches), `agent`
+    /// (pod startup on one node) or `scheduler` (pods/s and creation-to-binding
+    /// latency on hollow nodes, workloads after upstream's scheduler_perf).
     pub which: String,
     /// Target an existing cluster instead of starting a server.
     #[arg(long)]
@@ -19,9 +19,18 @@ pub struct BenchArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
-    /// Pods to create.
-    #[arg(long, default_value_t = 150_000)]
-    pub pods: usize,
+    /// Pods to create (default: api 150,000; agent 100; scheduler 10,000
+    /// measured pods, plus the workload's init pods).
+    #[arg(long)]
+    pub pods: Option<usize>,
+    /// Hollow nodes (`bench scheduler`).
+    #[arg(long, default_value_t = 5000)]
+    pub nodes: usize,
+    /// Workload (`bench scheduler`): SchedulingBasic, SchedulingNodeAffinity,
+    /// SchedulingPodAntiAffinity, SchedulingPreferredPodAffinity,
+    /// TopologySpreading, PreemptionBasic.
+    #[arg(long, default_value = "SchedulingBasic")]
+    pub workload: String,
     /// Concurrent HTTPS clients.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -30,95 +39,7 @@ pub struct BenchArgs {
     pub namespace: String,
 }
 
-/// What a client needs from a kubeconfig.
-#[derive(Clone)]
-pub struct Target {
-    pub server: String,
-    pub ca_pem: Option<Vec<u8>>,
-    pub token: Option<String>,
-    pub insecure: bool,
-}
-
-impl Target {
-    pub fn from_kubeconfig(path: &Path) -> Result<Target> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let v: Value =
-            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let ctx_name = v["current-context"]
-            .as_str()
-            .ok_or_else(|| anyhow!("{}: no current-context", path.display()))?;
-        let ctx = v["contexts"]
-            .as_array()
-            .and_then(|a| a.iter().find(|c| c["name"] == ctx_name))
-            .ok_or_else(|| anyhow!("context {ctx_name} not found"))?;
-        let cluster_name = &ctx["context"]["cluster"];
-        let user_name = &ctx["context"]["user"];
-        let cluster = v["clusters"]
-            .as_array()
-            .and_then(|a| a.iter().find(|c| &c["name"] == cluster_name))
-            .ok_or_else(|| anyhow!("cluster not found in kubeconfig"))?;
-        let user = v["users"]
-            .as_array()
-            .and_then(|a| a.iter().find(|c| &c["name"] == user_name))
-            .map(|u| u["user"].clone())
-            .unwrap_or(Value::Null);
-        let c = &cluster["cluster"];
-        let ca_pem = match (
-            c["certificate-authority-data"].as_str(),
-            c["certificate-authority"].as_str(),
-        ) {
-            (Some(d), _) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(d.trim())
-                    .context("certificate-authority-data is not base64")?,
-            ),
-            (None, Some(f)) => Some(std::fs::read(f).with_context(|| format!("reading {f}"))?),
-            _ => None,
-        };
-        let token = match (user["token"].as_str(), user["tokenFile"].as_str()) {
-            (Some(t), _) => Some(t.to_string()),
-            (None, Some(f)) => Some(std::fs::read_to_string(f)?.trim().to_string()),
-            _ => None,
-        };
-        Ok(Target {
-            server: c["server"]
-                .as_str()
-                .ok_or_else(|| anyhow!("cluster has no server"))?
-                .trim_end_matches('/')
-                .to_string(),
-            ca_pem,
-            token,
-            insecure: c["insecure-skip-tls-verify"].as_bool().unwrap_or(false),
-        })
-    }
-
-    /// A client with its own connection pool (one HTTPS connection per client under load).
-    pub fn client(&self) -> Result<reqwest::Client> {
-        let mut b = reqwest::Client::builder()
-            .http1_only()
-            .pool_max_idle_per_host(4)
-            .timeout(Duration::from_secs(120))
-            .use_rustls_tls();
-        if let Some(ca) = &self.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        if self.insecure {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        if let Some(t) = &self.token {
-            let mut h = reqwest::header::HeaderMap::new();
-            h.insert(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {t}").parse()?,
-            );
-            b = b.default_headers(h);
-        }
-        Ok(b.build()?)
-    }
-}
+pub use navarch_sim::Target;
 
 /// A `navarch server` child process on a free port with a temp data dir.
 pub struct ChildServer {
@@ -129,7 +50,8 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    pub async fn start() -> Result<ChildServer> {
+    /// Starts `navarch server --disable-agent` with `extra` arguments.
+    pub async fn start(extra: &[&str]) -> Result<ChildServer> {
         let dir = std::env::temp_dir().join(format!("navarch-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -137,7 +59,9 @@ impl ChildServer {
         let exe = std::env::current_exe()?;
         let started = Instant::now();
         let child = std::process::Command::new(exe)
-            .args(["server", "--disable-agent", "--data-dir"])
+            .args(["server", "--disable-agent"])
+            .args(extra)
+            .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("NAVARCH_LOG", "warn")
@@ -229,7 +153,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.which.as_str() {
         "api" => api(args).await,
         "agent" => crate::bench_agent::run(args).await,
-        other => bail!("unknown benchmark {other:?}; available: api, agent"),
+        "scheduler" => crate::bench_scheduler::run(args).await,
+        other => bail!("unknown benchmark {other:?}; available: api, agent, scheduler"),
     }
 }
 
@@ -242,7 +167,8 @@ async fn api(args: BenchArgs) -> Result<()> {
     let (child, target) = match &args.kubeconfig {
         Some(k) => (None, Target::from_kubeconfig(k)?),
         None => {
-            let c = ChildServer::start().await?;
+            // No scheduler: pure API numbers (the bench's pods name no node).
+            let c = ChildServer::start(&["--disable-scheduler"]).await?;
             let t = Target::from_kubeconfig(&c.kubeconfig)?;
             (Some(c), t)
         }
@@ -298,7 +224,7 @@ async fn api(args: BenchArgs) -> Result<()> {
     let watch_url = format!(
         "{base}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv0}&timeoutSeconds=3600"
     );
-    let total = args.pods;
+    let total = args.pods.unwrap_or(150_000);
     let watcher = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(total);
         let mut resp = match watch_client.get(&watch_url).send().await {

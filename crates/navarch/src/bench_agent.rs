@@ -17,7 +17,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.kubeconfig.is_some() {
         bail!("bench agent starts its own server and agent; --kubeconfig is not supported");
     }
-    let server = ChildServer::start().await?;
+    let server = ChildServer::start(&[]).await?;
     let target = Target::from_kubeconfig(&server.kubeconfig)?;
     let client = target.client()?;
     let base = target.server.clone();
@@ -90,7 +90,7 @@ async fn measure(
     let idle_cpu = (cpu_ms_of(agent_pid).unwrap_or(0.0) - c0) / 10.0;
 
     let ns = "default";
-    let n = args.pods;
+    let n = args.pods.unwrap_or(100);
     let list: Value = client
         .get(format!("{base}/api/v1/namespaces/{ns}/pods?limit=1"))
         .send()

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 mod bench;
 mod bench_agent;
+mod bench_scheduler;
+mod sim;
 
 /// mimalloc: the API server's hot path is allocation-heavy JSON work, where
 /// glibc malloc cost ~17% of CPU under load (see docs/benchmarks.md).
@@ -33,7 +35,10 @@ enum Command {
     Server(ServerArgs),
     /// Run a node agent that joins a server and runs the pods bound to its node.
     Agent(AgentArgs),
-    /// Benchmarks: `navarch bench api [--kubeconfig PATH] [--json]`.
+    /// Hollow nodes for scale work: N fake nodes that register, heartbeat,
+    /// and report their bound pods Running without running anything.
+    Sim(sim::SimArgs),
+    /// Benchmarks: `navarch bench api|agent|scheduler [--kubeconfig PATH] [--json]`.
     Bench(bench::BenchArgs),
     /// The per-container shim of the process runtime (started by the agent).
     #[command(hide = true)]
@@ -136,6 +141,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Server(args) => server(args).await,
             Command::Agent(args) => agent(args).await,
+            Command::Sim(args) => sim::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::RuntimeShim { .. } => unreachable!("handled before the runtime starts"),
         }
