@@ -192,6 +192,12 @@ impl SpreadFilter {
             }
         }
         for (i, c) in constraints.iter().enumerate() {
+            // Upstream `countPodsMatchSelector` counts nothing for an empty
+            // (match-everything) selector, though the incoming pod still
+            // matches it itself.
+            if c.selector.is_empty() {
+                continue;
+            }
             let mut per_value: HashMap<&str, i64> = HashMap::new();
             ledger
                 .index
@@ -308,12 +314,14 @@ impl SpreadScore {
                 if c.topology_key == HOSTNAME_KEY {
                     continue;
                 }
-                // Nodes without the key (system defaults only) add no value.
-                if let Some(v) = node.labels.get(&c.topology_key) {
-                    if !topo[i].contains_key(v) {
-                        topo[i].insert(v.clone(), 0);
-                        sizes[i] += 1;
-                    }
+                // A node without the key (possible with the system
+                // defaults only) counts as the domain "", as upstream's
+                // label lookup makes it: it adds to the topology's size,
+                // though such nodes are not scored for this constraint.
+                let v = node.labels.get(&c.topology_key).map_or("", String::as_str);
+                if !topo[i].contains_key(v) {
+                    topo[i].insert(v.to_string(), 0);
+                    sizes[i] += 1;
                 }
             }
         }
@@ -331,6 +339,9 @@ impl SpreadScore {
             .collect();
         let mut per_node: Vec<HashMap<NodeId, i64>> = vec![HashMap::new(); constraints.len()];
         for (i, c) in constraints.iter().enumerate() {
+            if c.selector.is_empty() {
+                continue; // counts nothing, as in the filter
+            }
             ledger
                 .index
                 .for_each_candidate(&pod.namespace, &c.selector, |id| {
@@ -412,5 +423,46 @@ pub(crate) fn normalize(scores: &mut [i64], ignored: &[bool]) {
         } else {
             *s = crate::score::MAX_NODE_SCORE * (max + min - *s) / max;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use navarch_api::selector::LabelSelector;
+    use serde_json::json;
+
+    #[test]
+    fn system_default_weights_count_nodes_without_a_zone_as_one_domain() {
+        // Upstream's PreScore reads the zone of a node without the label as
+        // "", a domain of its own for the topology size: zones A, B and ""
+        // make size 3, weight ln(3 + 2); hostname counts the 4 nodes.
+        let mut l = Ledger::new();
+        for (name, zone) in [("a", Some("A")), ("b", Some("B")), ("c", None), ("d", None)] {
+            let mut labels = json!({"kubernetes.io/hostname": name});
+            if let Some(z) = zone {
+                labels["topology.kubernetes.io/zone"] = json!(z);
+            }
+            l.add_node(&json!({"metadata": {"name": name, "labels": labels},
+                "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}}))
+                .unwrap();
+        }
+        let pod = PodInfo::from_json(&json!({"metadata": {"name": "p", "labels": {"app": "svc"}}}))
+            .unwrap()
+            .with_default_spread_selector(Some(LabelSelector::parse("app=svc").unwrap()));
+        let feasible: Vec<NodeId> = l.node_list.clone();
+        let s = SpreadScore::new(&l, &pod, &Config::default(), &feasible).unwrap();
+        assert_eq!(s.constraints[0].topology_key, HOSTNAME_KEY);
+        assert_eq!(s.weights, vec![(6f64).ln(), (5f64).ln()]);
+        assert!(feasible.iter().all(|id| !s.is_ignored(*id)));
+        // With user constraints every key is required: zone-less nodes are
+        // ignored and add no domain.
+        let own = PodInfo::from_json(&json!({"metadata": {"name": "q", "labels": {"app": "svc"}},
+            "spec": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "svc"}}}]}}))
+        .unwrap();
+        let s = SpreadScore::new(&l, &own, &Config::default(), &feasible).unwrap();
+        assert_eq!(s.weights, vec![(4f64).ln()]);
+        assert_eq!(feasible.iter().filter(|id| s.is_ignored(**id)).count(), 2);
     }
 }
