@@ -123,6 +123,11 @@
 //! that set none) are used for scoring only; fit counts missing requests
 //! as zero.
 //!
+//! `tests/docs_examples.rs` holds one table per filter and score, each case
+//! reproducing behaviour the Kubernetes documentation describes;
+//! `tests/placement.rs` the scenarios, `tests/nominations.rs` nominated
+//! pods, `tests/props.rs` the invariants.
+//!
 //! Sampling: upstream `percentageOfNodesToScore` (adaptive by default: 50%
 //! minus 1% per 125 nodes, at least 5%, at least 100 nodes), starting where
 //! the previous cycle stopped. Ties between equal totals go to the node
