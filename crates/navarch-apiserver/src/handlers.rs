@@ -636,14 +636,7 @@ impl ApiServer {
             self.merge_update(rt, sub, &old, &mut new)?;
             let mut warnings = Vec::new();
             self.admit(rt, &mut new, Some(&old)).await?;
-            // A binding sets the one field pod updates may never change; it is
-            // validated as the pod it makes, not as an update.
-            let old_for_validation = if sub == Some(Subresource::Binding) {
-                None
-            } else {
-                Some(&old)
-            };
-            self.finish(rt, &mut new, old_for_validation, opts, &mut warnings)?;
+            self.finish(rt, &mut new, Some(&old), opts, &mut warnings)?;
             self.track_fields(rt, Some(&old), &mut new, opts, operation, sub);
             // Finalization: the last finalizer gone from a deleting object deletes it.
             let deleting = !new["metadata"]["deletionTimestamp"].is_null();
@@ -762,9 +755,6 @@ impl ApiServer {
                 }
                 *new = merged;
             }
-            // The binding verb builds the whole pod itself: spec.nodeName
-            // and the PodScheduled condition, nothing a client sent.
-            Some(Subresource::Binding) => {}
             Some(Subresource::Finalize) => {
                 let fins = new["spec"]["finalizers"].clone();
                 let mut merged = old.clone();
@@ -1116,52 +1106,53 @@ impl ApiServer {
                 "the name of the binding ({bname}) does not match the pod ({name})"
             )));
         }
-        self.write_loop(
-            rt,
-            ns,
+        let errs = navarch_api::kinds::validation::is_dns1123_subdomain(&node);
+        if let Some(e) = errs.first() {
+            return Err(ApiError::invalid(
+                "",
+                "Binding",
+                name,
+                vec![Cause::invalid("target.name", &node, e)],
+            ));
+        }
+        let uid = binding["metadata"]["uid"]
+            .as_str()
+            .filter(|u| !u.is_empty());
+        if opts.dry_run {
+            let (old, _) = self.read(rt, ns, name).await?;
+            return check_bindable(&old, name, uid);
+        }
+        // Upstream's binding storage sets two fields of the stored pod and
+        // nothing else: no admission, no validation of the unchanged pod,
+        // no managedFields entry. The first attempt reads the watch cache
+        // (the compare-and-swap catches a stale copy); retries read the store.
+        let key = rt.key(ns, name);
+        for attempt in 0..16 {
+            let cached = (attempt == 0)
+                .then(|| self.cache.kind(rt).get(&key))
+                .flatten();
+            let (mut pod, rev) = match cached {
+                Some(o) => (o.value(), o.mod_revision),
+                None => self.read(rt, ns, name).await?,
+            };
+            check_bindable(&pod, name, uid)?;
+            pod["spec"]["nodeName"] = json!(node);
+            set_condition(&mut pod, "PodScheduled", "True", "", "");
+            match self.store.update(&key, for_storage(&pod), rev).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound) => {
+                    return Err(ApiError::not_found(rt.group, rt.plural, name))
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            rt.group,
+            rt.plural,
             name,
-            None,
-            opts,
-            Operation::Update,
-            Some(Subresource::Binding),
-            |old| {
-                // A binding naming a uid applies only to that pod, not to a
-                // namesake created since (upstream's UID precondition).
-                if let Some(uid) = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
-                    let have = old["metadata"]["uid"].as_str().unwrap_or("");
-                    if uid != have {
-                        return Err(ApiError::conflict(
-                            "",
-                            "pods",
-                            name,
-                            &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
-                        ));
-                    }
-                }
-                if !old["metadata"]["deletionTimestamp"].is_null() {
-                    return Err(ApiError::conflict(
-                        "",
-                        "pods",
-                        name,
-                        "pod is being deleted, cannot be assigned to a host",
-                    ));
-                }
-                if let Some(cur) = old["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) {
-                    return Err(ApiError::conflict(
-                        "",
-                        "pods",
-                        name,
-                        &format!("pod {name} is already assigned to node \"{cur}\""),
-                    ));
-                }
-                let mut new = old.clone();
-                new["spec"]["nodeName"] = json!(node);
-                set_condition(&mut new, "PodScheduled", "True", "", "");
-                Ok(new)
-            },
-        )
-        .await?;
-        Ok(())
+            "too many concurrent writers; please retry",
+        ))
     }
 
     /// Kind-specific admission (mutating and validating), as upstream's plugins.
@@ -1353,6 +1344,41 @@ impl ApiServer {
             crate::builtin::ensure_default_service_account(self, &ns).await;
         }
     }
+}
+
+/// Whether a pod may be bound: the binding's uid (upstream's UID
+/// precondition), not being deleted, not bound yet.
+fn check_bindable(pod: &Value, name: &str, uid: Option<&str>) -> Result<(), ApiError> {
+    if let Some(uid) = uid {
+        let have = pod["metadata"]["uid"].as_str().unwrap_or("");
+        if uid != have {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                ),
+            ));
+        }
+    }
+    if !pod["metadata"]["deletionTimestamp"].is_null() {
+        return Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            "pod is being deleted, cannot be assigned to a host",
+        ));
+    }
+    if let Some(cur) = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) {
+        return Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            &format!("pod {name} is already assigned to node \"{cur}\""),
+        ));
+    }
+    Ok(())
 }
 
 /// Sets (or replaces) a status condition.

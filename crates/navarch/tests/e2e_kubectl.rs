@@ -722,8 +722,35 @@ fn binding_graceful_deletion_eviction_finalizers_and_namespaces() {
     let s = TestServer::start();
     s.must_kubectl(&["run", "p", "--image=nginx"]);
     let bind = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"n1"}}"#;
+    let (code, st) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/p/binding",
+        &bind.replace("n1", "Not_A_Node"),
+    );
+    assert_eq!(code, 422, "{st}");
+    let (code, st) = post(
+        &s,
+        "/api/v1/namespaces/default/pods/p/binding",
+        &bind.replace(r#""name":"p"}"#, r#""name":"p","uid":"not-this-pod"}"#),
+    );
+    assert_eq!(code, 409, "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition"),
+        "{st}"
+    );
     let (code, _) = post(&s, "/api/v1/namespaces/default/pods/p/binding", bind);
     assert_eq!(code, 201);
+    let cond = s.must_kubectl(&[
+        "get",
+        "pod",
+        "p",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}",
+    ]);
+    assert_eq!(cond, "True");
     assert_eq!(
         s.must_kubectl(&[
             "get",
