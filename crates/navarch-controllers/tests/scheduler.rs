@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Cluster {
     server: Arc<ApiServer>,
+    kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
     shutdown: CancellationToken,
 }
@@ -50,6 +51,7 @@ impl Cluster {
         scheduler::spawn(running.server.clone(), options, shutdown.clone());
         Cluster {
             server: running.server,
+            kubeconfig: running.kubeconfig,
             _dir: dir,
             shutdown,
         }
@@ -421,4 +423,86 @@ async fn a_burst_never_overbooks_and_the_rest_wait() {
     // Still true a while later: nothing binds past capacity.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(&c).0.values().sum::<usize>(), 100);
+}
+
+/// Hollow nodes (`navarch-sim`, which plays their kubelets: bound pods
+/// become Running, graceful deletions finish) with priorities: the
+/// important pods preempt exactly as many victims as they need, land, run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hollow_cluster_preempts_the_fewest_least_important_pods() {
+    let c = Cluster::default().await;
+    for (name, value) in [("batch", 1), ("serving", 1000)] {
+        let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value});
+        c.server
+            .create(
+                lookup("scheduling.k8s.io", "v1", "priorityclasses").unwrap(),
+                None,
+                pc,
+                &opts(),
+            )
+            .await
+            .unwrap();
+    }
+    let target = navarch_sim::Target::from_kubeconfig(&c.kubeconfig).unwrap();
+    let mut config = navarch_sim::SimConfig::new(10);
+    config.template.cpu = "2".into();
+    let sim = navarch_sim::Sim::start(target, config).await.unwrap();
+    // 20 batch pods of 1 cpu fill the 10 nodes.
+    for i in 0..20 {
+        c.pod(
+            &format!("batch-{i}"),
+            "1",
+            json!({"priorityClassName": "batch"}),
+        )
+        .await;
+    }
+    for i in 0..20 {
+        c.wait_pod(&format!("batch-{i}"), "Running", |p| {
+            p["status"]["phase"] == "Running"
+        })
+        .await;
+    }
+    // 3 serving pods of 1500m: each needs both batch pods of one node gone.
+    for i in 0..3 {
+        c.pod(
+            &format!("serving-{i}"),
+            "1500m",
+            json!({"priorityClassName": "serving"}),
+        )
+        .await;
+    }
+    let mut nodes = std::collections::HashSet::new();
+    for i in 0..3 {
+        let p = c
+            .wait_pod(&format!("serving-{i}"), "Running", |p| {
+                p["status"]["phase"] == "Running"
+            })
+            .await;
+        nodes.insert(p["spec"]["nodeName"].as_str().unwrap().to_string());
+    }
+    assert_eq!(nodes.len(), 3, "one node each: {nodes:?}");
+    // Exactly the 6 batch pods on those nodes were preempted; 14 still run.
+    let mut running = 0;
+    for _ in 0..500 {
+        running = 0;
+        let mut gone = 0;
+        for i in 0..20 {
+            match c.get(&format!("batch-{i}")).await {
+                Some(p) if p["metadata"]["deletionTimestamp"].is_null() => running += 1,
+                _ => gone += 1,
+            }
+        }
+        if gone == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(running, 14);
+    for i in 0..20 {
+        if c.get(&format!("batch-{i}")).await.is_none() {
+            c.wait_event(&format!("batch-{i}"), "Preempted").await;
+        }
+    }
+    sim.stop().await.unwrap();
 }
