@@ -57,7 +57,10 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerOptions {
     pub profiles: Vec<Profile>,
-    /// `pods/binding` writes in flight, at most.
+    /// `pods/binding` writes in flight, at most. Each waits for the store's
+    /// group commit, so this bounds bindings per commit: 64 capped
+    /// `bench scheduler` at ~2,000 pods/s with seconds of queueing, 1024 did
+    /// not (docs/benchmarks.md).
     pub bind_concurrency: usize,
     /// Upstream `podInitialBackoffSeconds` / `podMaxBackoffSeconds`.
     pub initial_backoff: Duration,
@@ -74,7 +77,7 @@ impl Default for SchedulerOptions {
                 name: DEFAULT_SCHEDULER_NAME.into(),
                 config: Config::default(),
             }],
-            bind_concurrency: 256,
+            bind_concurrency: 1024,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
             max_unschedulable: Duration::from_secs(300),
@@ -136,6 +139,7 @@ pub fn spawn(
         spreaders: HashMap::new(),
         in_flight: 0,
         bind_tx,
+        binding: HashMap::new(),
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -170,6 +174,8 @@ enum State {
 struct Pending {
     info: Arc<PodInfo>,
     uid: String,
+    /// The pod's key in the store (and watch cache).
+    store_key: String,
     profile: usize,
     state: State,
     attempts: u32,
@@ -217,6 +223,16 @@ struct Driver {
     spreaders: HashMap<String, HashMap<String, LabelSelector>>,
     in_flight: usize,
     bind_tx: mpsc::UnboundedSender<Bound>,
+    /// Pods whose binding is in flight or done but not yet seen, by store
+    /// key: (ledger key, node, the pod as reserved).
+    binding: HashMap<String, (String, String, Arc<PodInfo>)>,
+}
+
+static EMPTY_LABELS: std::sync::LazyLock<serde_json::Map<String, Value>> =
+    std::sync::LazyLock::new(serde_json::Map::new);
+
+fn pods_rt() -> &'static ResourceType {
+    rt("", "pods")
 }
 
 /// Pods placed per turn before informer events are folded in again.
@@ -302,6 +318,15 @@ impl Driver {
     }
 
     fn upsert(&mut self, kind: &str, o: &CachedObject) {
+        if kind == "Pod" {
+            if self.confirm_binding(o) {
+                return;
+            }
+            if o.field("spec.nodeName").is_some_and(|n| !n.is_empty()) {
+                // Bound: whatever binding was awaited is over.
+                self.binding.remove(&o.key);
+            }
+        }
         let v = o.value();
         match kind {
             "Pod" => self.pod_upsert(&v),
@@ -360,6 +385,7 @@ impl Driver {
     fn delete(&mut self, kind: &str, o: &CachedObject) {
         match kind {
             "Pod" => {
+                self.binding.remove(&o.key);
                 let v = o.value();
                 let uid = v["metadata"]["uid"].as_str().unwrap_or("");
                 let key = if uid.is_empty() {
@@ -457,6 +483,7 @@ impl Driver {
                     Pending {
                         info: info.clone(),
                         uid,
+                        store_key: pods_rt().key(Some(&info.namespace), &info.name),
                         profile,
                         state: if gated { State::Gated } else { State::Active },
                         attempts: 0,
@@ -498,9 +525,36 @@ impl Driver {
         }
     }
 
+    /// The watch event of a pod this driver just bound, carrying nothing
+    /// but the binding (same node, labels, not finished): confirms the
+    /// reservation from the fields the cache extracted, without parsing the
+    /// pod again. Anything else takes the full path.
+    fn confirm_binding(&mut self, o: &CachedObject) -> bool {
+        let Some((key, node, info)) = self.binding.get(&o.key) else {
+            return false;
+        };
+        let bound_there = o.field("spec.nodeName").as_deref() == Some(node.as_str());
+        let phase = o.field("status.phase").unwrap_or_default();
+        let finished = phase == "Succeeded" || phase == "Failed";
+        let same_labels = o.labels.as_ref().unwrap_or(&EMPTY_LABELS) == &info.labels;
+        if !bound_there || finished || !same_labels {
+            return false;
+        }
+        let mut bound = (**info).clone();
+        bound.node_name = Some(node.clone());
+        let key = key.clone();
+        self.binding.remove(&o.key);
+        self.forget_pending(&key);
+        self.ledger.apply_pod_info(Arc::new(bound));
+        true
+    }
+
     /// Drops a pod from the queues (bound, deleted, or not ours).
     fn forget_pending(&mut self, key: &str) {
         if let Some(p) = self.pending.remove(key) {
+            if p.state == State::Binding {
+                self.binding.remove(&p.store_key);
+            }
             match p.state {
                 State::Active => {
                     self.active.remove(key);
@@ -582,6 +636,10 @@ impl Driver {
                 }
                 let p = self.pending.get_mut(key).expect("pending");
                 p.state = State::Binding;
+                self.binding.insert(
+                    p.store_key.clone(),
+                    (key.to_string(), placement.node.clone(), info.clone()),
+                );
                 self.in_flight += 1;
                 let server = self.server.clone();
                 let tx = self.bind_tx.clone();
@@ -857,6 +915,7 @@ impl Driver {
                 if p.state != State::Binding {
                     return;
                 }
+                self.binding.remove(&p.store_key);
                 tracing::debug!(pod = %p.info.name, node = %b.node, error = %e, "binding failed");
                 self.recorder.warning(
                     &b.pod,
