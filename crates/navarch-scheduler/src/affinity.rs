@@ -7,15 +7,19 @@
 //! * `existing_anti`: existing pods whose required anti-affinity terms
 //!   match the incoming pod.
 //!
-//! The first two walk only the candidates the ledger's label index yields
-//! for each term's selector (O(pods that may match)), the last only the
-//! pods that carry required anti-affinity. A node is then checked in
-//! O(terms + pairs), never by walking pods.
+//! The first two read the ledger's selector aggregates (one shared map per
+//! term), the last the ledger's term signatures that may select the
+//! incoming pod; a pod with several required affinity terms, or one the
+//! ledger already holds, is counted per cycle from the label index instead
+//! (O(pods that may match)). A node is then checked in O(terms +
+//! signatures), never by walking pods.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::aggregate::Agg;
 use crate::filter::{
     NodeStatus, REASON_AFFINITY, REASON_ANTI_AFFINITY, REASON_EXISTING_ANTI_AFFINITY,
 };
@@ -78,6 +82,47 @@ fn bump(map: &mut Counts, key: &str, node: &NodeInfo, delta: i64) {
     }
 }
 
+/// Counts per topology pair: shared ledger aggregates (each under its
+/// topology key) plus owned counts (built per cycle, or adjustments by
+/// preemption dry runs).
+#[derive(Debug, Clone, Default)]
+struct Counted {
+    base: Vec<(String, Arc<Agg>)>,
+    own: Counts,
+}
+
+impl Counted {
+    fn get(&self, key: &str, value: &str) -> i64 {
+        count(&self.own, key, value)
+            + self
+                .base
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, a)| a.get(value))
+                .sum::<i64>()
+    }
+
+    /// No pair has a count (counts are never negative in sum).
+    fn is_empty(&self) -> bool {
+        let base: i64 = self.base.iter().map(|(_, a)| a.total()).sum();
+        let own: i64 = self.own.values().flat_map(|m| m.values()).sum();
+        base + own == 0
+    }
+
+    /// The distinct topology keys.
+    fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .base
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(self.own.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
 /// Upstream `podMatchesAllAffinityTerms`.
 fn matches_all(
     terms: &[AffinityTerm],
@@ -95,9 +140,9 @@ fn matches_all(
 pub(crate) struct AffinityFilter {
     required: Vec<AffinityTerm>,
     required_anti: Vec<AffinityTerm>,
-    affinity: Counts,
-    anti: Counts,
-    existing_anti: Counts,
+    affinity: Counted,
+    anti: Counted,
+    existing_anti: Counted,
     /// The incoming pod matches all its own affinity terms.
     self_match: bool,
     /// The incoming pod, for updates during preemption.
@@ -110,25 +155,45 @@ impl AffinityFilter {
     /// Upstream PreFilter; `None` when there is nothing to check (Skip).
     pub(crate) fn new(ledger: &Ledger, pod: &PodInfo) -> Option<AffinityFilter> {
         let ns_labels = ledger.namespace_labels(&pod.namespace);
-        let mut existing_anti = HashMap::new();
-        ledger.anti_terms.for_each_candidate(&pod.labels, |t| {
-            let (slot, term, _) = ledger.term(t);
-            if slot.info.key == pod.key {
-                return;
-            }
-            let Some(node) = ledger.node_info(slot.node) else {
-                return;
-            };
-            if term.matches(&pod.namespace, &pod.labels, ns_labels) {
-                bump(&mut existing_anti, &term.topology_key, node, 1);
-            }
-        });
+        // The ledger's aggregates count every placed pod; when the ledger
+        // holds the pod itself (a re-check), count without it instead.
+        let exact = !ledger.is_placed(&pod.key);
+        let mut existing_anti = Counted::default();
+        if exact {
+            ledger.anti_sigs.for_each_candidate(&pod.labels, |sid| {
+                let sig = ledger.sig(sid);
+                if sig.agg.total() != 0 && sig.term.matches(&pod.namespace, &pod.labels, ns_labels)
+                {
+                    existing_anti
+                        .base
+                        .push((sig.term.topology_key.clone(), sig.agg.clone()));
+                }
+            });
+        } else {
+            ledger.anti_terms.for_each_candidate(&pod.labels, |t| {
+                let (slot, term, _) = ledger.term(t);
+                if slot.info.key == pod.key {
+                    return;
+                }
+                let Some(node) = ledger.node_info(slot.node) else {
+                    return;
+                };
+                if term.matches(&pod.namespace, &pod.labels, ns_labels) {
+                    bump(&mut existing_anti.own, &term.topology_key, node, 1);
+                }
+            });
+        }
         let a = &pod.affinity;
         if existing_anti.is_empty() && a.required.is_empty() && a.required_anti.is_empty() {
             return None;
         }
-        let mut affinity = HashMap::new();
-        if !a.required.is_empty() {
+        let mut affinity = Counted::default();
+        if exact && a.required.len() == 1 {
+            let t = &a.required[0];
+            affinity
+                .base
+                .push((t.topology_key.clone(), ledger.selector_counts(t, false)));
+        } else if !a.required.is_empty() {
             // Candidates from the first term; each must match every term.
             for_each_matching(ledger, &a.required[0], &pod.key, |id| {
                 let slot = ledger.pod(id);
@@ -138,17 +203,22 @@ impl AffinityFilter {
                 let ns = ledger.namespace_labels(&slot.info.namespace);
                 if matches_all(&a.required, &slot.info, ns) {
                     for t in &a.required {
-                        bump(&mut affinity, &t.topology_key, node, 1);
+                        bump(&mut affinity.own, &t.topology_key, node, 1);
                     }
                 }
             });
         }
-        let mut anti = HashMap::new();
+        let mut anti = Counted::default();
         for t in &a.required_anti {
+            if exact {
+                anti.base
+                    .push((t.topology_key.clone(), ledger.selector_counts(t, false)));
+                continue;
+            }
             for_each_matching(ledger, t, &pod.key, |id| {
                 let slot = ledger.pod(id);
                 if let Some(node) = ledger.node_info(slot.node) {
-                    bump(&mut anti, &t.topology_key, node, 1);
+                    bump(&mut anti.own, &t.topology_key, node, 1);
                 }
             });
         }
@@ -176,18 +246,18 @@ impl AffinityFilter {
     ) {
         for t in &other.affinity.required_anti {
             if t.matches(&self.namespace, &self.labels, self.ns_labels.as_ref()) {
-                bump(&mut self.existing_anti, &t.topology_key, node, delta);
+                bump(&mut self.existing_anti.own, &t.topology_key, node, delta);
             }
         }
         let ns = ledger.namespace_labels(&other.namespace);
         if matches_all(&self.required, other, ns) {
             for t in &self.required {
-                bump(&mut self.affinity, &t.topology_key, node, delta);
+                bump(&mut self.affinity.own, &t.topology_key, node, delta);
             }
         }
         for t in &self.required_anti {
             if t.matches(&other.namespace, &other.labels, ns) {
-                bump(&mut self.anti, &t.topology_key, node, delta);
+                bump(&mut self.anti.own, &t.topology_key, node, delta);
             }
         }
     }
@@ -201,7 +271,7 @@ impl AffinityFilter {
             let Some(v) = node.labels.get(&t.topology_key) else {
                 return Err(NodeStatus::unresolvable(REASON_AFFINITY));
             };
-            if count(&self.affinity, &t.topology_key, v) <= 0 {
+            if self.affinity.get(&t.topology_key, v) <= 0 {
                 pods_exist = false;
             }
         }
@@ -213,15 +283,15 @@ impl AffinityFilter {
         if !self.anti.is_empty() {
             for t in &self.required_anti {
                 if let Some(v) = node.labels.get(&t.topology_key) {
-                    if count(&self.anti, &t.topology_key, v) > 0 {
+                    if self.anti.get(&t.topology_key, v) > 0 {
                         return Err(NodeStatus::unschedulable(REASON_ANTI_AFFINITY));
                     }
                 }
             }
         }
-        for (k, values) in &self.existing_anti {
+        for k in self.existing_anti.keys() {
             if let Some(v) = node.labels.get(k) {
-                if values.get(v).is_some_and(|n| *n > 0) {
+                if self.existing_anti.get(k, v) > 0 {
                     return Err(NodeStatus::unschedulable(REASON_EXISTING_ANTI_AFFINITY));
                 }
             }
@@ -230,10 +300,13 @@ impl AffinityFilter {
     }
 }
 
-/// PreScore state for preferred terms: a score per topology pair.
+/// PreScore state for preferred terms: a score per topology pair, as
+/// weighted shared aggregates (the incoming pod's terms, placed pods'
+/// term signatures) plus owned scores.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AffinityScore {
     by_key: HashMap<String, HashMap<String, i64>>,
+    weighted: Vec<(String, i64, Arc<Agg>)>,
 }
 
 impl AffinityScore {
@@ -249,9 +322,20 @@ impl AffinityScore {
                     .or_insert(0) += w;
             }
         };
+        // The ledger's aggregates count every placed pod; when the ledger
+        // holds the pod itself (a re-check), count without it instead.
+        let exact = !ledger.is_placed(&pod.key);
         // The incoming pod's preferred terms against existing pods.
         let terms = |list: &[WeightedAffinityTerm], sign: i64, s: &mut AffinityScore| {
             for wt in list {
+                if exact {
+                    let agg = ledger.selector_counts(&wt.term, false);
+                    if agg.total() != 0 {
+                        s.weighted
+                            .push((wt.term.topology_key.clone(), sign * wt.weight, agg));
+                    }
+                    continue;
+                }
                 for_each_matching(ledger, &wt.term, &pod.key, |id| {
                     if let Some(node) = ledger.node_info(ledger.pod(id).node) {
                         add(s, &wt.term.topology_key, node, sign * wt.weight);
@@ -263,25 +347,40 @@ impl AffinityScore {
         terms(&pod.affinity.preferred_anti, -1, &mut s);
         // Existing pods' terms against the incoming pod.
         let ns_labels = ledger.namespace_labels(&pod.namespace);
-        ledger.score_terms.for_each_candidate(&pod.labels, |t| {
-            let (slot, term, weight) = ledger.term(t);
-            let w = match t.1 {
-                TermKind::RequiredAffinity => hard_weight,
-                TermKind::Preferred => weight,
-                TermKind::PreferredAnti => -weight,
-                TermKind::RequiredAnti => 0,
-            };
-            if w == 0 || slot.info.key == pod.key {
-                return;
-            }
-            let Some(node) = ledger.node_info(slot.node) else {
-                return;
-            };
-            if term.matches(&pod.namespace, &pod.labels, ns_labels) {
-                add(&mut s, &term.topology_key, node, w);
-            }
-        });
-        if s.by_key.is_empty() {
+        let weight_of = |kind: TermKind, weight: i64| match kind {
+            TermKind::RequiredAffinity => hard_weight,
+            TermKind::Preferred => weight,
+            TermKind::PreferredAnti => -weight,
+            TermKind::RequiredAnti => 0,
+        };
+        if exact {
+            ledger.score_sigs.for_each_candidate(&pod.labels, |sid| {
+                let sig = ledger.sig(sid);
+                let w = weight_of(sig.kind, sig.weight);
+                if w == 0 || sig.agg.total() == 0 {
+                    return;
+                }
+                if sig.term.matches(&pod.namespace, &pod.labels, ns_labels) {
+                    s.weighted
+                        .push((sig.term.topology_key.clone(), w, sig.agg.clone()));
+                }
+            });
+        } else {
+            ledger.score_terms.for_each_candidate(&pod.labels, |t| {
+                let (slot, term, weight) = ledger.term(t);
+                let w = weight_of(t.1, weight);
+                if w == 0 || slot.info.key == pod.key {
+                    return;
+                }
+                let Some(node) = ledger.node_info(slot.node) else {
+                    return;
+                };
+                if term.matches(&pod.namespace, &pod.labels, ns_labels) {
+                    add(&mut s, &term.topology_key, node, w);
+                }
+            });
+        }
+        if s.by_key.is_empty() && s.weighted.is_empty() {
             None
         } else {
             Some(s)
@@ -293,6 +392,11 @@ impl AffinityScore {
         for (k, values) in &self.by_key {
             if let Some(v) = node.labels.get(k) {
                 total += values.get(v).copied().unwrap_or(0);
+            }
+        }
+        for (k, w, agg) in &self.weighted {
+            if let Some(v) = node.labels.get(k) {
+                total += w * agg.get(v);
             }
         }
         total

@@ -15,7 +15,9 @@
 //! index `namespace -> key -> value -> pods`, so inter-pod affinity and
 //! topology spreading touch only the pods a selector can match, and the
 //! sets of pods carrying pod (anti-)affinity terms. Pending pods nominated
-//! to a node are kept on that node (usually none) and by key.
+//! to a node are kept on that node (usually none) and by key. It also
+//! keeps the aggregates of [`crate::aggregate`] current: cached selector
+//! counts and placed pods' terms grouped by signature.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,9 +25,10 @@ use std::sync::Arc;
 use navarch_api::selector::{LabelSelector, Operator};
 use serde_json::{Map, Value};
 
+use crate::aggregate::{for_each_term, signature_key, value_of, Agg, SelectorCache, Signature};
 use crate::json;
 use crate::node::NodeInfo;
-use crate::pod::{HostPort, PodInfo};
+use crate::pod::{AffinityTerm, HostPort, PodInfo};
 use crate::ports::PortTable;
 use crate::resources::Resources;
 use crate::Error;
@@ -243,11 +246,21 @@ pub(crate) type TermRef = (PodId, TermKind, u16);
 /// from the incoming pod's labels: a term is filed under one `=`/`in`
 /// requirement (each value), else one `exists` requirement (the key), else
 /// with the terms that must always be checked.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TermIndex {
-    by_pair: HashMap<String, HashMap<String, HashSet<TermRef>>>,
-    by_key: HashMap<String, HashSet<TermRef>>,
-    always: HashSet<TermRef>,
+#[derive(Debug, Clone)]
+pub(crate) struct TermIndex<T = TermRef> {
+    by_pair: HashMap<String, HashMap<String, HashSet<T>>>,
+    by_key: HashMap<String, HashSet<T>>,
+    always: HashSet<T>,
+}
+
+impl<T> Default for TermIndex<T> {
+    fn default() -> Self {
+        TermIndex {
+            by_pair: HashMap::new(),
+            by_key: HashMap::new(),
+            always: HashSet::new(),
+        }
+    }
 }
 
 enum Anchor<'a> {
@@ -276,9 +289,9 @@ fn anchor(selector: &LabelSelector) -> Anchor<'_> {
     Anchor::Always
 }
 
-impl TermIndex {
-    fn update(&mut self, t: TermRef, selector: &LabelSelector, insert: bool) {
-        fn apply(set: &mut HashSet<TermRef>, t: TermRef, insert: bool) -> bool {
+impl<T: Copy + Eq + std::hash::Hash> TermIndex<T> {
+    fn update(&mut self, t: T, selector: &LabelSelector, insert: bool) {
+        fn apply<T: Eq + std::hash::Hash>(set: &mut HashSet<T>, t: T, insert: bool) -> bool {
             if insert {
                 set.insert(t);
             } else {
@@ -312,30 +325,9 @@ impl TermIndex {
         }
     }
 
-    fn pod(&mut self, id: PodId, pod: &PodInfo, kinds: &[TermKind], insert: bool) {
-        let a = &pod.affinity;
-        for &kind in kinds {
-            let selectors: Vec<&LabelSelector> = match kind {
-                TermKind::RequiredAffinity => a.required.iter().map(|t| &t.selector).collect(),
-                TermKind::RequiredAnti => a.required_anti.iter().map(|t| &t.selector).collect(),
-                TermKind::Preferred => a.preferred.iter().map(|t| &t.term.selector).collect(),
-                TermKind::PreferredAnti => {
-                    a.preferred_anti.iter().map(|t| &t.term.selector).collect()
-                }
-            };
-            for (i, sel) in selectors.into_iter().enumerate() {
-                self.update((id, kind, i as u16), sel, insert);
-            }
-        }
-    }
-
     /// Calls `f` with every indexed term that may select a pod with these
     /// labels (a superset: the caller checks the term).
-    pub(crate) fn for_each_candidate(
-        &self,
-        labels: &Map<String, Value>,
-        mut f: impl FnMut(TermRef),
-    ) {
+    pub(crate) fn for_each_candidate(&self, labels: &Map<String, Value>, mut f: impl FnMut(T)) {
         self.always.iter().for_each(|t| f(*t));
         if self.by_key.is_empty() && self.by_pair.is_empty() {
             return;
@@ -350,6 +342,25 @@ impl TermIndex {
                 .and_then(|m| m.get(v.as_str().unwrap_or("")))
             {
                 set.iter().for_each(|t| f(*t));
+            }
+        }
+    }
+}
+
+impl TermIndex {
+    fn pod(&mut self, id: PodId, pod: &PodInfo, kinds: &[TermKind], insert: bool) {
+        let a = &pod.affinity;
+        for &kind in kinds {
+            let selectors: Vec<&LabelSelector> = match kind {
+                TermKind::RequiredAffinity => a.required.iter().map(|t| &t.selector).collect(),
+                TermKind::RequiredAnti => a.required_anti.iter().map(|t| &t.selector).collect(),
+                TermKind::Preferred => a.preferred.iter().map(|t| &t.term.selector).collect(),
+                TermKind::PreferredAnti => {
+                    a.preferred_anti.iter().map(|t| &t.term.selector).collect()
+                }
+            };
+            for (i, sel) in selectors.into_iter().enumerate() {
+                self.update((id, kind, i as u16), sel, insert);
             }
         }
     }
@@ -395,6 +406,16 @@ pub struct Ledger {
     namespaces: HashMap<String, Map<String, Value>>,
     /// Nominated pods by key, with the node they are nominated to.
     nominations: HashMap<String, NodeId>,
+    /// Selector aggregates (see [`crate::aggregate`]).
+    pub(crate) selector_aggs: SelectorCache,
+    /// Placed pods' terms grouped by signature.
+    pub(crate) sigs: Vec<Option<Signature>>,
+    free_sigs: Vec<u32>,
+    sig_by_key: HashMap<String, u32>,
+    /// Signatures of required anti-affinity terms (filtering).
+    pub(crate) anti_sigs: TermIndex<u32>,
+    /// Signatures of required affinity and preferred terms (scoring).
+    pub(crate) score_sigs: TermIndex<u32>,
 }
 
 impl Ledger {
@@ -421,8 +442,13 @@ impl Ledger {
     pub fn upsert_node(&mut self, info: NodeInfo) {
         let id = self.node_slot(&info.name);
         self.count_node_labels(&info, 1);
+        let info = Arc::new(info);
+        let prev = self.node(id).info.clone();
+        if prev.as_ref().map(|p| &p.labels) != Some(&info.labels) {
+            self.recount_node(id, prev, Some(info.clone()));
+        }
         let slot = self.nodes[id as usize].as_mut().expect("slot");
-        let old = slot.info.replace(Arc::new(info));
+        let old = slot.info.replace(info);
         let was_host_network = old.as_ref().is_some_and(|i| i.host_network);
         let host_network = slot.info.as_ref().is_some_and(|i| i.host_network);
         if let Some(old) = old {
@@ -444,6 +470,10 @@ impl Ledger {
         let Some(&id) = self.node_by_name.get(name) else {
             return false;
         };
+        let prev = self.node(id).info.clone();
+        if prev.is_some() {
+            self.recount_node(id, prev, None);
+        }
         let slot = self.nodes[id as usize].as_mut().expect("slot");
         let Some(old) = slot.info.take() else {
             return false;
@@ -521,6 +551,129 @@ impl Ledger {
                 usage.ports.add(p);
             }
         }
+    }
+
+    /// Moves the aggregate counts of a node's pods from the node's old view
+    /// to its new one (labels changed, node added or removed).
+    fn recount_node(&mut self, id: NodeId, old: Option<Arc<NodeInfo>>, new: Option<Arc<NodeInfo>>) {
+        if self.node(id).pods.is_empty()
+            || (self.sig_by_key.is_empty() && self.selector_aggs.get_mut().entries.is_empty())
+        {
+            return;
+        }
+        for pid in self.node(id).pods.clone() {
+            let info = self.pod(pid).info.clone();
+            self.contribute(&info, old.as_deref(), -1, false);
+            self.contribute(&info, new.as_deref(), 1, false);
+        }
+    }
+
+    /// Adds (`sign` 1) or removes (-1) a placed pod's contribution to the
+    /// selector aggregates and its terms' signatures, at `node`'s values.
+    /// `refs`: the pod itself is placed or unplaced (signatures are
+    /// created and dropped with their first and last instance).
+    fn contribute(&mut self, info: &PodInfo, node: Option<&NodeInfo>, sign: i64, refs: bool) {
+        let ns_labels = self.namespaces.get(&info.namespace);
+        for e in self.selector_aggs.get_mut().entries.values_mut() {
+            if let Some(v) = value_of(node, &e.term.topology_key) {
+                if e.matches(info, ns_labels) {
+                    Arc::make_mut(&mut e.agg).add(v, sign);
+                }
+            }
+        }
+        if info.affinity.is_empty() {
+            return;
+        }
+        for_each_term(info, |kind, weight, term| {
+            let key = signature_key(kind, weight, term);
+            let sid = match self.sig_by_key.get(&key) {
+                Some(&sid) => sid,
+                None => {
+                    debug_assert!(refs && sign > 0, "unknown signature");
+                    let sig = Signature {
+                        kind,
+                        weight,
+                        term: term.clone(),
+                        refs: 0,
+                        agg: Arc::new(Agg::default()),
+                    };
+                    let sid = match self.free_sigs.pop() {
+                        Some(sid) => {
+                            self.sigs[sid as usize] = Some(sig);
+                            sid
+                        }
+                        None => {
+                            self.sigs.push(Some(sig));
+                            (self.sigs.len() - 1) as u32
+                        }
+                    };
+                    match kind {
+                        TermKind::RequiredAnti => self.anti_sigs.update(sid, &term.selector, true),
+                        _ => self.score_sigs.update(sid, &term.selector, true),
+                    }
+                    self.sig_by_key.insert(key.clone(), sid);
+                    sid
+                }
+            };
+            let sig = self.sigs[sid as usize].as_mut().expect("signature");
+            if let Some(v) = value_of(node, &term.topology_key) {
+                Arc::make_mut(&mut sig.agg).add(v, sign);
+            }
+            if refs {
+                if sign > 0 {
+                    sig.refs += 1;
+                } else {
+                    sig.refs -= 1;
+                }
+                if sig.refs == 0 {
+                    match kind {
+                        TermKind::RequiredAnti => self.anti_sigs.update(sid, &term.selector, false),
+                        _ => self.score_sigs.update(sid, &term.selector, false),
+                    }
+                    self.sig_by_key.remove(&key);
+                    self.sigs[sid as usize] = None;
+                    self.free_sigs.push(sid);
+                }
+            }
+        });
+    }
+
+    /// A live term signature.
+    pub(crate) fn sig(&self, id: u32) -> &Signature {
+        self.sigs[id as usize].as_ref().expect("live signature")
+    }
+
+    /// Whether a pod (by key) is placed.
+    pub(crate) fn is_placed(&self, key: &str) -> bool {
+        self.pod_by_key.contains_key(key)
+    }
+
+    /// Placed pods matching `term` (terminating ones too unless
+    /// `live_only`) per value of its topology key on their nodes, from the
+    /// aggregate cache (built on first use, O(matching pods), then kept
+    /// current by every event).
+    pub(crate) fn selector_counts(&self, term: &AffinityTerm, live_only: bool) -> Arc<Agg> {
+        self.selector_aggs.get_or_build(term, live_only, || {
+            let mut agg = Agg::default();
+            crate::affinity::for_each_matching(self, term, "", |id| {
+                let slot = self.pod(id);
+                if live_only && slot.info.terminating {
+                    return;
+                }
+                if let Some(v) = value_of(self.node_info(slot.node), &term.topology_key) {
+                    agg.add(v, 1);
+                }
+            });
+            agg
+        })
+    }
+
+    /// Drops cached aggregates that depend on namespace labels.
+    fn namespaces_changed(&mut self) {
+        self.selector_aggs
+            .get_mut()
+            .entries
+            .retain(|_, e| e.term.namespace_selector.is_none());
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &NodeSlot {
@@ -635,15 +788,18 @@ impl Ledger {
         .cloned()
         .unwrap_or_default();
         self.namespaces.insert(name.to_string(), labels);
+        self.namespaces_changed();
         Ok(())
     }
 
     pub fn set_namespace_labels(&mut self, name: &str, labels: Map<String, Value>) {
         self.namespaces.insert(name.to_string(), labels);
+        self.namespaces_changed();
     }
 
     pub fn remove_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
+        self.namespaces_changed();
     }
 
     pub(crate) fn namespace_labels(&self, name: &str) -> Option<&Map<String, Value>> {
@@ -722,6 +878,9 @@ impl Ledger {
         let Some(id) = self.pod_by_key.remove(key) else {
             return false;
         };
+        let info = self.pod(id).info.clone();
+        let node_info = self.node(self.pod(id).node).info.clone();
+        self.contribute(&info, node_info.as_deref(), -1, true);
         let slot = self.pods[id as usize].take().expect("pod");
         self.free_pods.push(id);
         self.index.remove(id, &slot.info);
@@ -770,6 +929,8 @@ impl Ledger {
         self.pod_by_key.insert(info.key.clone(), id);
         self.index.insert(id, &info);
         self.index_terms(id, &info, true);
+        let node_info = self.node(nid).info.clone();
+        self.contribute(&info, node_info.as_deref(), 1, true);
     }
 
     fn index_terms(&mut self, id: PodId, info: &PodInfo, insert: bool) {

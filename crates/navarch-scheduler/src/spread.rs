@@ -1,21 +1,26 @@
 //! PodTopologySpread: `DoNotSchedule` constraints filter, `ScheduleAnyway`
 //! constraints (and the cluster defaults) score.
 //!
-//! Per cycle and constraint: one pass over the nodes finds the eligible
-//! domains (nodes carrying every constraint's topology key and passing the
-//! inclusion policies); matching pods are then counted from the ledger's
-//! label index (O(pods the selector may match), not O(all pods)) into
-//! `value -> count`, with a `count -> domains` multiset so the global
-//! minimum is O(log domains) to read and to maintain when preemption dry
-//! runs remove pods.
+//! Filter: when every node with the (single) topology key is eligible,
+//! the domains come from the ledger's node-label index and the counts are
+//! the ledger's selector aggregate, O(1) per cycle. Otherwise, per cycle
+//! and constraint, one pass over the nodes finds the eligible domains
+//! (nodes carrying every constraint's topology key and passing the
+//! inclusion policies) and matching pods are counted from the ledger's
+//! label index (O(pods the selector may match), not O(all pods)). Either
+//! way counts are `value -> count` with a `count -> domains` multiset, so
+//! the global minimum is O(log domains) to read and to maintain when
+//! preemption dry runs remove pods.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
+use crate::aggregate::Agg;
 use crate::config::{Config, DefaultSpreading};
 use crate::filter::{NodeStatus, REASON_SPREAD, REASON_SPREAD_LABEL};
 use crate::ledger::{Ledger, NodeId};
 use crate::node::NodeInfo;
-use crate::pod::{InclusionPolicy, PodInfo, SpreadConstraint, WhenUnsatisfiable};
+use crate::pod::{AffinityTerm, InclusionPolicy, PodInfo, SpreadConstraint, WhenUnsatisfiable};
 use crate::selector::first_untolerated;
 
 pub(crate) const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
@@ -89,49 +94,34 @@ fn included(c: &SpreadConstraint, pod: &PodInfo, node: &NodeInfo) -> bool {
     true
 }
 
-/// Matching-pod counts per eligible domain. Only non-zero counts are
-/// stored, with a `count -> domains` multiset, so the global minimum is
-/// O(log domains) and hostname spreading over thousands of nodes does not
-/// materialise a map entry per node.
+/// Matching-pod counts per eligible domain: only non-zero counts are
+/// stored (an [`Agg`]), with a `count -> domains` multiset, so the global
+/// minimum is O(log domains) and hostname spreading over thousands of
+/// nodes does not materialise a map entry per node. Shared with the
+/// ledger's cached aggregate when that is exact; copied on write.
 #[derive(Debug, Clone, Default)]
 struct DomainCounts {
     /// Number of eligible domains.
     domains: usize,
-    nonzero: HashMap<String, i64>,
-    by_count: BTreeMap<i64, usize>,
+    counts: Arc<Agg>,
 }
 
 impl DomainCounts {
     fn add(&mut self, value: &str, delta: i64) {
-        let old = self.nonzero.get(value).copied().unwrap_or(0);
-        let new = old + delta;
-        if old > 0 {
-            if let Some(n) = self.by_count.get_mut(&old) {
-                *n -= 1;
-                if *n == 0 {
-                    self.by_count.remove(&old);
-                }
-            }
-        }
-        if new > 0 {
-            *self.by_count.entry(new).or_insert(0) += 1;
-            self.nonzero.insert(value.to_string(), new);
-        } else {
-            self.nonzero.remove(value);
-        }
+        Arc::make_mut(&mut self.counts).add(value, delta);
     }
 
     fn get(&self, value: &str) -> i64 {
-        self.nonzero.get(value).copied().unwrap_or(0)
+        self.counts.get(value)
     }
 
     /// Upstream `minMatchNum`: 0 while there are fewer eligible domains
     /// than `minDomains`, or while some eligible domain has no match.
     fn min(&self, min_domains: i64) -> i64 {
-        if (self.domains as i64) < min_domains || self.nonzero.len() < self.domains {
+        if (self.domains as i64) < min_domains || self.counts.len() < self.domains {
             return 0;
         }
-        self.by_count.keys().next().copied().unwrap_or(0)
+        self.counts.min().unwrap_or(0)
     }
 }
 
@@ -196,6 +186,19 @@ impl SpreadFilter {
             // (match-everything) selector, though the incoming pod still
             // matches it itself.
             if c.selector.is_empty() {
+                continue;
+            }
+            // Every node with the key counts: the ledger's aggregate of
+            // live pods in the namespace matching the selector is exact
+            // (unless it holds the pod itself, which must not count).
+            if single_key && trivial && !ledger.is_placed(&pod.key) {
+                let term = AffinityTerm {
+                    namespaces: vec![pod.namespace.clone()],
+                    namespace_selector: None,
+                    selector: c.selector.clone(),
+                    topology_key: c.topology_key.clone(),
+                };
+                counts[i].counts = ledger.selector_counts(&term, true);
                 continue;
             }
             let mut per_value: HashMap<&str, i64> = HashMap::new();

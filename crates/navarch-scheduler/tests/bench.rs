@@ -8,12 +8,16 @@ use navarch_scheduler::{schedule, Check, Config, Ledger, PodInfo};
 use serde_json::json;
 
 fn nodes(l: &mut Ledger, n: usize) {
+    nodes_in_zones(l, n, 10);
+}
+
+fn nodes_in_zones(l: &mut Ledger, n: usize, zones: usize) {
     // Upstream scheduler_perf node-default: 4 cpu, 32Gi, 110 pods.
     for i in 0..n {
         l.add_node(&json!({
             "metadata": {"name": format!("node-{i:05}"),
                          "labels": {"kubernetes.io/hostname": format!("node-{i:05}"),
-                                    "topology.kubernetes.io/zone": format!("zone-{}", i % 10)}},
+                                    "topology.kubernetes.io/zone": format!("zone-{}", i % zones)}},
             "status": {"allocatable": {"cpu": "4", "memory": "32Gi", "pods": "110"}}
         }))
         .unwrap();
@@ -109,4 +113,94 @@ fn scheduling_with_constraints() {
         ..Config::default()
     };
     run("AntiAffinity+Spread", 5000, 10_000, &par, pod);
+}
+
+/// Places `init` pods unmeasured, then `measured` pods timed.
+fn run_phases(
+    name: &str,
+    n_nodes: usize,
+    zones: usize,
+    init: &[Arc<PodInfo>],
+    measured: &[Arc<PodInfo>],
+) {
+    let config = Config::default();
+    let mut l = Ledger::new();
+    nodes_in_zones(&mut l, n_nodes, zones);
+    let mut start = 0;
+    let mut go = |l: &mut Ledger, pods: &[Arc<PodInfo>]| {
+        let mut placed = 0;
+        for p in pods {
+            match schedule(l, p, &config, start) {
+                Ok(pl) => {
+                    start = pl.next_start_index;
+                    l.reserve(&pl.node, p.clone(), Check::Resources).unwrap();
+                    placed += 1;
+                }
+                Err(u) => start = u.next_start_index,
+            }
+        }
+        placed
+    };
+    go(&mut l, init);
+    let t = Instant::now();
+    let placed = go(&mut l, measured);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{name}: {n_nodes} nodes, {} init + {} measured pods: {placed} placed in {secs:.3}s = {:.0} pods/s",
+        init.len(),
+        measured.len(),
+        measured.len() as f64 / secs
+    );
+}
+
+#[test]
+#[ignore = "benchmark: prints pods/s, run in release with --ignored --nocapture"]
+fn topology_spreading() {
+    // scheduler_perf TopologySpreading: plain init pods, then pods spread
+    // over 3 zones with maxSkew 5.
+    let init: Vec<_> = (0..5000).map(basic_pod).collect();
+    let measured: Vec<_> = (0..10_000)
+        .map(|i| {
+            Arc::new(
+                PodInfo::from_json(&json!({
+                    "metadata": {"name": format!("spread-{i}"), "namespace": "sched-test",
+                                 "uid": format!("spread-{i}"), "labels": {"color": "blue"}},
+                    "spec": {
+                        "containers": [{"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}],
+                        "topologySpreadConstraints": [{"maxSkew": 5, "topologyKey": "topology.kubernetes.io/zone",
+                            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"color": "blue"}}}]
+                    }
+                }))
+                .unwrap(),
+            )
+        })
+        .collect();
+    run_phases("TopologySpreading", 5000, 3, &init, &measured);
+}
+
+#[test]
+#[ignore = "benchmark: prints pods/s, run in release with --ignored --nocapture"]
+fn preferred_pod_affinity() {
+    // scheduler_perf SchedulingPreferredPodAffinity: every pod labelled
+    // color=red with one preferred affinity term to color=red on hostnames.
+    let pod = |i: usize| {
+        Arc::new(
+            PodInfo::from_json(&json!({
+                "metadata": {"name": format!("pref-{i}"), "namespace": "sched-test",
+                             "uid": format!("pref-{i}"), "labels": {"color": "red"}},
+                "spec": {
+                    "containers": [{"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}],
+                    "affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 1, "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": {"color": "red"}},
+                            "topologyKey": "kubernetes.io/hostname",
+                            "namespaces": ["sched-test", "sched-setup"]}}]}}
+                }
+            }))
+            .unwrap(),
+        )
+    };
+    let init: Vec<_> = (0..5000).map(pod).collect();
+    let measured: Vec<_> = (5000..10_000).map(pod).collect();
+    run_phases("SchedulingPreferredPodAffinity", 5000, 10, &init, &measured);
 }
