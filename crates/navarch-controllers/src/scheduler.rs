@@ -795,21 +795,8 @@ impl Driver {
         let server = self.server.clone();
         let (ns, name) = (ns.to_string(), name.to_string());
         tokio::spawn(async move {
-            let pods = rt("", "pods");
-            let opts = write_options();
-            match server
-                .patch(
-                    pods,
-                    Some(&ns),
-                    &name,
-                    Some(navarch_api::Subresource::Status),
-                    PatchType::Strategic,
-                    patch,
-                    &opts,
-                )
-                .await
-            {
-                Ok(_) => {}
+            match patch_pod_status(&server, &ns, &name, patch).await {
+                Ok(()) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => tracing::debug!(pod = %name, error = %e, "pod status update failed"),
             }
@@ -851,19 +838,7 @@ impl Driver {
                     "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
                     "message": format!("{profile}: preempting to accommodate a higher priority pod"),
                     "lastTransitionTime": now}]}});
-                let opts = write_options();
-                if let Err(e) = server
-                    .patch(
-                        pods,
-                        Some(&ns),
-                        &name,
-                        Some(navarch_api::Subresource::Status),
-                        PatchType::Strategic,
-                        patch,
-                        &opts,
-                    )
-                    .await
-                {
+                if let Err(e) = patch_pod_status(&server, &ns, &name, patch).await {
                     if e.code == 404 {
                         return;
                     }
@@ -933,6 +908,27 @@ fn write_options() -> WriteOptions {
         field_manager: Some(DEFAULT_SCHEDULER_NAME.into()),
         ..Default::default()
     }
+}
+
+/// A strategic-merge patch of `pods/status` (conditions merge by type).
+async fn patch_pod_status(
+    server: &ApiServer,
+    ns: &str,
+    name: &str,
+    patch: Value,
+) -> Result<(), ApiError> {
+    server
+        .patch(
+            pods_rt(),
+            Some(ns),
+            name,
+            Some(navarch_api::Subresource::Status),
+            PatchType::Strategic,
+            patch,
+            &write_options(),
+        )
+        .await
+        .map(|_| ())
 }
 
 async fn bind(server: &ApiServer, pod: &ObjectRef, node: &str) -> Result<(), ApiError> {

@@ -100,6 +100,25 @@ impl Cluster {
             .unwrap();
     }
 
+    async fn priority_class(&self, name: &str, value: i64, extra: Value) {
+        let mut pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value});
+        if let Some(m) = extra.as_object() {
+            for (k, v) in m {
+                pc[k] = v.clone();
+            }
+        }
+        self.server
+            .create(
+                lookup("scheduling.k8s.io", "v1", "priorityclasses").unwrap(),
+                None,
+                pc,
+                &opts(),
+            )
+            .await
+            .unwrap();
+    }
+
     async fn get(&self, name: &str) -> Option<Value> {
         self.server
             .read(rt("", "pods"), Some("default"), name)
@@ -270,17 +289,7 @@ async fn pods_for_other_schedulers_are_left_alone() {
 async fn higher_priority_pod_preempts_and_is_nominated() {
     let c = Cluster::default().await;
     for (name, value) in [("low", 10), ("high", 1000)] {
-        let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-            "metadata": {"name": name}, "value": value});
-        c.server
-            .create(
-                lookup("scheduling.k8s.io", "v1", "priorityclasses").unwrap(),
-                None,
-                pc,
-                &opts(),
-            )
-            .await
-            .unwrap();
+        c.priority_class(name, value, json!({})).await;
     }
     c.node("only", "2", json!({})).await;
     c.pod("victim-a", "1", json!({"priorityClassName": "low"}))
@@ -328,17 +337,8 @@ async fn higher_priority_pod_preempts_and_is_nominated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lower_priority_never_preempts_and_never_policy_is_honoured() {
     let c = Cluster::default().await;
-    let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-        "metadata": {"name": "polite"}, "value": 1000, "preemptionPolicy": "Never"});
-    c.server
-        .create(
-            lookup("scheduling.k8s.io", "v1", "priorityclasses").unwrap(),
-            None,
-            pc,
-            &opts(),
-        )
-        .await
-        .unwrap();
+    c.priority_class("polite", 1000, json!({"preemptionPolicy": "Never"}))
+        .await;
     c.node("only", "1", json!({})).await;
     c.pod("first", "1", json!({})).await;
     c.bound_to("first").await;
@@ -432,17 +432,7 @@ async fn a_burst_never_overbooks_and_the_rest_wait() {
 async fn hollow_cluster_preempts_the_fewest_least_important_pods() {
     let c = Cluster::default().await;
     for (name, value) in [("batch", 1), ("serving", 1000)] {
-        let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-            "metadata": {"name": name}, "value": value});
-        c.server
-            .create(
-                lookup("scheduling.k8s.io", "v1", "priorityclasses").unwrap(),
-                None,
-                pc,
-                &opts(),
-            )
-            .await
-            .unwrap();
+        c.priority_class(name, value, json!({})).await;
     }
     let target = navarch_sim::Target::from_kubeconfig(&c.kubeconfig).unwrap();
     let mut config = navarch_sim::SimConfig::new(10);
