@@ -556,27 +556,38 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
 
     let result = measure(&args, workload, &target, child.as_ref(), init_count, pods).await;
-    if let Err(e) = sim.stop().await {
-        eprintln!("stopping hollow nodes: {e:#}");
-    }
     if args.kubeconfig.is_some() {
-        // Leave the target cluster as it was.
+        // Leave the target cluster as it was. No kubelet finishes these
+        // pods' graceful deletion: delete them at once, before their nodes.
         for ns in [INIT_NS, MEASURED_NS] {
-            let _ = client
-                .delete(format!("{base}/api/v1/namespaces/{ns}"))
-                .send()
-                .await;
+            let pods = format!("{base}/api/v1/namespaces/{ns}/pods");
+            let grace0 =
+                json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+            let ns_url = format!("{base}/api/v1/namespaces/{ns}");
+            for (req, what) in [
+                (
+                    client.delete(pods).json(&grace0),
+                    format!("deleting the pods in {ns}"),
+                ),
+                (client.delete(ns_url), format!("deleting namespace {ns}")),
+            ] {
+                if let Err(e) = send_ok(req, &what, &[404]).await {
+                    eprintln!("cleaning up: {e:#}");
+                }
+            }
         }
         if workload == Workload::PreemptionBasic {
             for name in [LOW_PRIORITY, HIGH_PRIORITY] {
-                let _ = client
-                    .delete(format!(
-                        "{base}/apis/scheduling.k8s.io/v1/priorityclasses/{name}"
-                    ))
-                    .send()
-                    .await;
+                let url = format!("{base}/apis/scheduling.k8s.io/v1/priorityclasses/{name}");
+                let what = format!("deleting PriorityClass {name}");
+                if let Err(e) = send_ok(client.delete(url), &what, &[404]).await {
+                    eprintln!("cleaning up: {e:#}");
+                }
             }
         }
+    }
+    if let Err(e) = sim.stop().await {
+        eprintln!("stopping hollow nodes: {e:#}");
     }
     let mut result = result?;
     result["nodes_registered_ms"] = json!(nodes_ms);

@@ -2,13 +2,21 @@
 //! workload (its own server with the built-in scheduler, hollow nodes) ends
 //! with one JSON object whose numbers add up.
 
+mod common;
+
+use common::TestServer;
 use serde_json::Value;
 use std::process::Command;
 
 fn bench_scheduler(workload: &str, nodes: &str, pods: &str) -> Value {
+    bench_scheduler_with(workload, nodes, pods, &[])
+}
+
+fn bench_scheduler_with(workload: &str, nodes: &str, pods: &str, extra: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_navarch"))
         .args(["bench", "scheduler", "--nodes", nodes, "--pods", pods])
         .args(["--workload", workload, "--json"])
+        .args(extra)
         .env("NAVARCH_LOG", "warn")
         .output()
         .expect("running navarch bench scheduler");
@@ -75,4 +83,31 @@ fn bench_scheduler_refuses_impossible_runs() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hold at most 10 pods"), "{err}");
+}
+
+#[test]
+fn bench_scheduler_against_a_kubeconfig_preempts_and_leaves_the_cluster_clean() {
+    // A cluster the bench did not start (the built-in scheduler is on).
+    let s = TestServer::spawn(
+        tempfile::tempdir().unwrap(),
+        common::free_port(),
+        &["--disable-agent"],
+    );
+    let kubeconfig = s.kubeconfig.to_str().unwrap().to_string();
+    let v = bench_scheduler_with("PreemptionBasic", "5", "3", &["--kubeconfig", &kubeconfig]);
+    assert_eq!(v["init_pods"], 20);
+    assert_eq!(v["bound"], 3, "{v}");
+    assert!(
+        v["server_rss_mb"].is_null(),
+        "no child server to measure: {v}"
+    );
+    // Hollow nodes, namespaces, pods and priority classes are gone.
+    let left = |args: &[&str]| s.must_kubectl(args).trim().to_string();
+    assert_eq!(left(&["get", "nodes", "-o", "name"]), "");
+    assert_eq!(left(&["get", "pods", "-A", "-o", "name"]), "");
+    assert_eq!(left(&["get", "priorityclasses", "-o", "name"]), "");
+    common::wait_for(10, "the bench namespaces gone", || {
+        let ns = left(&["get", "namespaces", "-o", "name"]);
+        (!ns.contains("sched-")).then_some(())
+    });
 }
