@@ -538,6 +538,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     // 1. Hollow nodes.
     let mut sim_config = SimConfig::new(nodes);
+    // Apart from a `navarch sim` on the same cluster.
+    sim_config.prefix = "bench-node-".into();
     sim_config.report_pods = false;
     sim_config.delete_on_stop = args.kubeconfig.is_some();
     sim_config.template = NodeTemplate {
