@@ -61,14 +61,18 @@ fn data_or_file(
             .map_err(|_| kubeconfig_error(path, format!("{data_key} is not base64")));
     }
     if let Some(f) = obj[file_key].as_str() {
-        let f = PathBuf::from(f);
-        let f = match (f.is_relative(), path.parent()) {
-            (true, Some(dir)) => dir.join(f),
-            _ => f,
-        };
-        return read(&f).map(Some);
+        return read(&relative_to(path, f)).map(Some);
     }
     Ok(None)
+}
+
+/// A path from a kubeconfig: relative ones are relative to its directory.
+fn relative_to(kubeconfig: &Path, f: &str) -> PathBuf {
+    let f = PathBuf::from(f);
+    match (f.is_relative(), kubeconfig.parent()) {
+        (true, Some(dir)) => dir.join(f),
+        _ => f,
+    }
 }
 
 impl Target {
@@ -109,7 +113,7 @@ impl Target {
             Some(t) => Some(t.to_string()),
             None => match user["tokenFile"].as_str() {
                 Some(f) => Some(
-                    String::from_utf8_lossy(&read(Path::new(f))?)
+                    String::from_utf8_lossy(&read(&relative_to(path, f))?)
                         .trim()
                         .to_string(),
                 ),
@@ -221,5 +225,73 @@ impl Target {
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(Error::Client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B64_CERT: &str = "Q0VSVAo="; // "CERT\n"
+    const B64_KEY: &str = "S0VZCg=="; // "KEY\n"
+
+    fn kubeconfig(dir: &Path, user: &str, cluster: &str) -> PathBuf {
+        let p = dir.join("config");
+        std::fs::write(
+            &p,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: other\n  context: {{cluster: x, user: x}}\n- name: c\n  context: {{cluster: k, user: u}}\nclusters:\n- name: k\n  cluster:\n    server: https://10.0.0.1:6443/\n{cluster}users:\n- name: u\n  user:\n{user}"
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    #[test]
+    fn kubeconfig_files_are_relative_to_it_and_tokens_or_certificates_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "CA").unwrap();
+        std::fs::write(dir.path().join("tok"), "secret\n").unwrap();
+        let p = kubeconfig(
+            dir.path(),
+            "    tokenFile: tok\n",
+            "    certificate-authority: ca.pem\n",
+        );
+        let t = Target::from_kubeconfig(&p).unwrap();
+        assert_eq!(t.server, "https://10.0.0.1:6443");
+        assert_eq!(t.ca_pem.as_deref(), Some(&b"CA"[..]));
+        assert_eq!(t.token.as_deref(), Some("secret"));
+        assert!(t.identity_pem.is_none() && !t.insecure);
+
+        let p = kubeconfig(
+            dir.path(),
+            &format!("    client-certificate-data: {B64_CERT}\n    client-key-data: {B64_KEY}\n"),
+            "    insecure-skip-tls-verify: true\n",
+        );
+        let t = Target::from_kubeconfig(&p).unwrap();
+        assert_eq!(t.identity_pem.as_deref(), Some(&b"CERT\nKEY\n"[..]));
+        assert!(t.insecure && t.token.is_none());
+    }
+
+    #[test]
+    fn kubeconfig_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = kubeconfig(
+            dir.path(),
+            &format!("    client-certificate-data: {B64_CERT}\n"),
+            "",
+        );
+        let e = Target::from_kubeconfig(&p).unwrap_err().to_string();
+        assert!(e.contains("needs both the certificate and its key"), "{e}");
+        let p = kubeconfig(
+            dir.path(),
+            "    token: t\n",
+            "    certificate-authority: missing.pem\n",
+        );
+        let e = Target::from_kubeconfig(&p).unwrap_err().to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+        std::fs::write(&p, "current-context: nope\n").unwrap();
+        let e = Target::from_kubeconfig(&p).unwrap_err().to_string();
+        assert!(e.contains("context \"nope\" not found"), "{e}");
     }
 }
