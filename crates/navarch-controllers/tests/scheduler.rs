@@ -496,3 +496,30 @@ async fn hollow_cluster_preempts_the_fewest_least_important_pods() {
     }
     sim.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_pods_wait_until_their_gates_are_removed() {
+    let c = Cluster::default().await;
+    c.node("n1", "4", json!({})).await;
+    c.pod(
+        "gated",
+        "100m",
+        json!({"schedulingGates": [{"name": "example.com/quota"}]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = c.get("gated").await.unwrap();
+    assert!(p["spec"]["nodeName"].is_null());
+    assert_eq!(
+        condition(&p, "PodScheduled").unwrap()["reason"],
+        "SchedulingGated"
+    );
+    assert!(c.events_for("gated").is_empty(), "no attempt while gated");
+    let mut p = p;
+    p["spec"]["schedulingGates"] = json!([]);
+    c.server
+        .update(rt("", "pods"), Some("default"), "gated", None, p, &opts())
+        .await
+        .unwrap();
+    assert_eq!(c.bound_to("gated").await, "n1");
+}
