@@ -672,20 +672,7 @@ impl ApiServer {
             }
             (Method::DELETE, Some(name), None) => {
                 let (ct, body) = read_body(req).await?;
-                let mut opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
-                    DeleteOptions::default()
-                } else {
-                    DeleteOptions::from_json(&decode_body(&ct, &body)?)?
-                };
-                if let Some(g) = q.get("gracePeriodSeconds").and_then(|s| s.parse().ok()) {
-                    opts.grace_period_seconds = Some(g);
-                }
-                if let Some(p) = q.get("propagationPolicy") {
-                    opts.propagation = Some(p.to_string());
-                }
-                if q.get("dryRun") == Some("All") {
-                    opts.dry_run = true;
-                }
+                let opts = delete_options(&ct, &body, &q)?;
                 let (obj, gone) = self.delete(rt, ns, name, &opts).await?;
                 if !gone || rt.kind == "Pod" {
                     let code = if gone {
@@ -708,11 +695,8 @@ impl ApiServer {
             }
             (Method::DELETE, None, None) => {
                 let (ct, body) = read_body(req).await?;
-                let opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
-                    DeleteOptions::default()
-                } else {
-                    DeleteOptions::from_json(&decode_body(&ct, &body)?)?
-                };
+                // Query parameters apply to every item, as for a single delete.
+                let opts = delete_options(&ct, &body, &q)?;
                 let filter = self.filter(rt, ns, &q)?;
                 self.cache.sync().await.map_err(cache_err)?;
                 let items = self.cache.kind(rt).list(&filter, 0).items;
@@ -1366,4 +1350,26 @@ mod tests {
             400
         );
     }
+}
+
+/// `DeleteOptions` from the body (if any), then the query parameters
+/// (`gracePeriodSeconds`, `propagationPolicy`, `dryRun`), which win.
+fn delete_options(ct: &str, body: &[u8], q: &Query) -> Result<DeleteOptions, ApiError> {
+    let mut opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        DeleteOptions::default()
+    } else {
+        DeleteOptions::from_json(&decode_body(ct, body)?)?
+    };
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        opts.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}: not an integer"))
+        })?);
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        opts.propagation = Some(p.to_string());
+    }
+    if q.get("dryRun") == Some("All") {
+        opts.dry_run = true;
+    }
+    Ok(opts)
 }

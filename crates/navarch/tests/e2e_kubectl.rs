@@ -695,13 +695,17 @@ fn unauthenticated_requests_get_401() {
 
 /// POSTs a JSON body with the admin token; returns (HTTP code, body).
 fn post(s: &TestServer, path: &str, body: &str) -> (u16, serde_json::Value) {
+    request(s, "POST", path, body)
+}
+
+fn request(s: &TestServer, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     let o = std::process::Command::new("curl")
         .args([
             "-sk",
             "-w",
             "\n%{http_code}",
             "-X",
-            "POST",
+            method,
             "-H",
             "Content-Type: application/json",
         ])
@@ -775,6 +779,37 @@ fn binding_graceful_deletion_eviction_finalizers_and_namespaces() {
     assert!(t.contains("Terminating"), "{t}");
     s.must_kubectl(&["delete", "pod", "p", "--force", "--grace-period=0"]);
     assert!(!s.kubectl(&["get", "pod", "p"]).status.success());
+
+    // A collection delete honours ?gracePeriodSeconds= for every item.
+    for name in ["c1", "c2"] {
+        s.must_kubectl(&["run", name, "--image=nginx", "--labels=batch=c"]);
+        let (code, _) = post(
+            &s,
+            &format!("/api/v1/namespaces/default/pods/{name}/binding"),
+            &bind.replace("\"p\"", &format!("\"{name}\"")),
+        );
+        assert_eq!(code, 201);
+    }
+    let (code, st) = request(
+        &s,
+        "DELETE",
+        "/api/v1/namespaces/default/pods?labelSelector=batch%3Dc&gracePeriodSeconds=0",
+        "",
+    );
+    assert_eq!(code, 200, "{st}");
+    let left = s.must_kubectl(&["get", "pods", "-l", "batch=c", "-o", "name"]);
+    assert_eq!(
+        left.trim(),
+        "",
+        "bound pods deleted with grace 0 are gone at once"
+    );
+    let (code, st) = request(
+        &s,
+        "DELETE",
+        "/api/v1/namespaces/default/pods?gracePeriodSeconds=soon",
+        "",
+    );
+    assert_eq!(code, 400, "{st}");
 
     // Eviction deletes an unbound pod at once.
     s.must_kubectl(&["run", "e", "--image=nginx"]);
