@@ -1235,6 +1235,28 @@ pub fn decode_body(ct: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// `DeleteOptions` from the body (if any), then the query parameters
+/// (`gracePeriodSeconds`, `propagationPolicy`, `dryRun`), which win.
+fn delete_options(ct: &str, body: &[u8], q: &Query) -> Result<DeleteOptions, ApiError> {
+    let mut opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        DeleteOptions::default()
+    } else {
+        DeleteOptions::from_json(&decode_body(ct, body)?)?
+    };
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        opts.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}: not an integer"))
+        })?);
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        opts.propagation = Some(p.to_string());
+    }
+    if q.get("dryRun") == Some("All") {
+        opts.dry_run = true;
+    }
+    Ok(opts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1350,26 +1372,4 @@ mod tests {
             400
         );
     }
-}
-
-/// `DeleteOptions` from the body (if any), then the query parameters
-/// (`gracePeriodSeconds`, `propagationPolicy`, `dryRun`), which win.
-fn delete_options(ct: &str, body: &[u8], q: &Query) -> Result<DeleteOptions, ApiError> {
-    let mut opts = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        DeleteOptions::default()
-    } else {
-        DeleteOptions::from_json(&decode_body(ct, body)?)?
-    };
-    if let Some(g) = q.get("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(g.parse().map_err(|_| {
-            ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}: not an integer"))
-        })?);
-    }
-    if let Some(p) = q.get("propagationPolicy") {
-        opts.propagation = Some(p.to_string());
-    }
-    if q.get("dryRun") == Some("All") {
-        opts.dry_run = true;
-    }
-    Ok(opts)
 }
