@@ -5,12 +5,15 @@
 //! * [`informer`]: list + watch of one kind from the watch cache, with a
 //!   local store, resume after falling behind, relist after expiry.
 //! * [`events`]: the Event recorder (repeats folded into `count`).
+//! * [`replicaset`]: ReplicaSets and ReplicationControllers (one
+//!   reconciler), with upstream's expectations and slow-start creates.
 //! * [`scheduler`]: the pod scheduler's driver around the pure
 //!   `navarch-scheduler` placement and its ledger.
 
 pub mod config;
 pub mod events;
 pub mod informer;
+pub mod replicaset;
 pub mod scheduler;
 
 pub use scheduler::{Profile, Scheduler, SchedulerOptions, DEFAULT_SCHEDULER_NAME};
