@@ -112,6 +112,9 @@ struct ServerArgs {
     /// `default-scheduler` then wait for another one).
     #[arg(long)]
     disable_scheduler: bool,
+    /// Do not run the controllers (ReplicaSets, ReplicationControllers).
+    #[arg(long)]
+    disable_controllers: bool,
     /// Scheduler settings: a `KubeSchedulerConfiguration` file
     /// (kubescheduler.config.k8s.io/v1; profiles, percentageOfNodesToScore,
     /// NodeResourcesFit scoring strategy, PodTopologySpread defaults).
@@ -190,6 +193,9 @@ async fn server(args: ServerArgs) -> Result<()> {
     );
     if !args.disable_scheduler {
         navarch_controllers::scheduler::spawn(running.server.clone(), scheduler, shutdown.clone());
+    }
+    if !args.disable_controllers {
+        navarch_controllers::replicaset::spawn(running.server.clone(), shutdown.clone());
     }
     if !args.disable_agent {
         // The built-in agent joins over loopback like any other agent.
