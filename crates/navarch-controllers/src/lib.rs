@@ -5,6 +5,8 @@
 //! * [`informer`]: list + watch of one kind from the watch cache, with a
 //!   local store, resume after falling behind, relist after expiry.
 //! * [`events`]: the Event recorder (repeats folded into `count`).
+//! * [`gc`]: the garbage collector (ownerReferences; background, orphan
+//!   and foreground propagation).
 //! * [`replicaset`]: ReplicaSets and ReplicationControllers (one
 //!   reconciler), with upstream's expectations and slow-start creates.
 //! * [`scheduler`]: the pod scheduler's driver around the pure
@@ -12,6 +14,7 @@
 
 pub mod config;
 pub mod events;
+pub mod gc;
 pub mod informer;
 pub mod replicaset;
 pub mod scheduler;

@@ -112,7 +112,8 @@ struct ServerArgs {
     /// `default-scheduler` then wait for another one).
     #[arg(long)]
     disable_scheduler: bool,
-    /// Do not run the controllers (ReplicaSets, ReplicationControllers).
+    /// Do not run the controllers (ReplicaSets, ReplicationControllers,
+    /// garbage collection).
     #[arg(long)]
     disable_controllers: bool,
     /// Scheduler settings: a `KubeSchedulerConfiguration` file
@@ -196,6 +197,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     }
     if !args.disable_controllers {
         navarch_controllers::replicaset::spawn(running.server.clone(), shutdown.clone());
+        navarch_controllers::gc::spawn(running.server.clone(), shutdown.clone());
     }
     if !args.disable_agent {
         // The built-in agent joins over loopback like any other agent.

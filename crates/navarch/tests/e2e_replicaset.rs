@@ -1,7 +1,9 @@
 //! The replication controller through the real binary and kubectl: a
 //! ReplicaSet created from YAML, scaled with `kubectl scale`, read back
-//! with `kubectl get rs`. Nodes are plain Node objects (no agent): pods are
-//! bound but never run, so only DESIRED and CURRENT are checked.
+//! with `kubectl get rs`, deleted with and without `--cascade=orphan`.
+//! Nodes are plain Node objects (no agent): pods are bound but never run,
+//! so only DESIRED and CURRENT are checked, and deleted pods stay
+//! Terminating (no kubelet finishes them).
 
 mod common;
 
@@ -61,4 +63,37 @@ fn kubectl_creates_scales_and_lists_a_replica_set() {
         (cols.len() >= 4 && cols[1] == "1" && cols[2] == "1").then_some(())
     });
     assert_eq!(active_pods(&s), 1);
+
+    // Deleting with --cascade=orphan keeps the pod and frees it.
+    s.must_kubectl(&["delete", "rs", "frontend", "--cascade=orphan"]);
+    wait_for(20, "pod orphaned", || {
+        let refs = s.must_kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "tier=frontend",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ]);
+        (refs.trim().is_empty() && active_pods(&s) == 1).then_some(())
+    });
+    // A new ReplicaSet adopts it; deleting that one (background, kubectl's
+    // default) takes the pod with it: the garbage collector.
+    s.must_kubectl_stdin(&["create", "-f", "-"], RS);
+    wait_for(20, "pod adopted", || {
+        let kind = s.must_kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "tier=frontend",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences[0].kind}",
+        ]);
+        (kind.trim() == "ReplicaSet").then_some(())
+    });
+    assert_eq!(active_pods(&s), 1);
+    s.must_kubectl(&["delete", "rs", "frontend", "--wait=false"]);
+    wait_for(20, "pods deleted with their owner", || {
+        (active_pods(&s) == 0).then_some(())
+    });
 }
