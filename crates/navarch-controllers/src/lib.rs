@@ -9,10 +9,13 @@
 //!   and foreground propagation).
 //! * [`replicaset`]: ReplicaSets and ReplicationControllers (one
 //!   reconciler), with upstream's expectations and slow-start creates.
+//! * [`deployment`]: Deployments (RollingUpdate and Recreate over one
+//!   ReplicaSet per template hash, revisions, status conditions).
 //! * [`scheduler`]: the pod scheduler's driver around the pure
 //!   `navarch-scheduler` placement and its ledger.
 
 pub mod config;
+pub mod deployment;
 pub mod events;
 pub mod gc;
 pub mod informer;
