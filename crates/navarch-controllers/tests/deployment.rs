@@ -745,3 +745,32 @@ async fn scaling_mid_rollout_is_shared_in_proportion() {
         assert_eq!(a["deployment.kubernetes.io/max-replicas"], "23");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_name_bumps_the_collision_count() {
+    let c = Cluster::start().await;
+    let _sim = c.sim(1).await;
+    // Paused from the start: no ReplicaSet yet, the stored template known.
+    let mut d = deploy("col", 1, "v:1", json!({"type": "RollingUpdate"}));
+    d["spec"]["paused"] = json!(true);
+    let d = c.create(deployments(), d).await;
+    let id = uid(&d);
+    let hash = deployment::template_hash(&d["spec"]["template"], None);
+    // Someone else's ReplicaSet under the name the controller would use
+    // (labels the selector does not match: not adopted).
+    let mut other = rs(&format!("col-{hash}"), 0);
+    other["spec"]["selector"] = json!({"matchLabels": {"other": "x"}});
+    other["spec"]["template"]["metadata"]["labels"] = json!({"other": "x"});
+    c.create(replicasets(), other).await;
+    c.patch(deployments(), "col", json!({"spec": {"paused": false}}))
+        .await;
+    let d = c.rolled_out("col", 2, 1).await;
+    assert_eq!(d["status"]["collisionCount"], 1);
+    let sets = sets_of(&c.server, &id);
+    assert_eq!(sets.len(), 1);
+    let h1 = deployment::template_hash(&d["spec"]["template"], Some(1));
+    assert_eq!(sets[0]["metadata"]["name"], format!("col-{h1}"));
+    assert_ne!(h1, hash);
+    let theirs = c.read(replicasets(), &format!("col-{hash}")).await;
+    assert!(theirs["metadata"]["ownerReferences"].is_null());
+}
