@@ -26,7 +26,7 @@ use crate::informer::{Batch, Change, Informer};
 use navarch_api::patch::PatchType;
 use navarch_api::registry::lookup_kind;
 use navarch_api::{ApiError, ResourceType, REGISTRY};
-use navarch_apiserver::cache::CachedObject;
+use navarch_apiserver::cache::{CachedObject, Filter};
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -86,13 +86,9 @@ enum Work {
 pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
     let (tx, rx) = mpsc::channel(256);
     for (i, rt) in REGISTRY.iter().enumerate() {
-        // Views of another kind's storage (events.k8s.io) and kinds sharing
-        // storage are followed once; Events are never owners or collected.
-        let shared = REGISTRY[..i].iter().any(|r| r.storage == rt.storage);
-        if rt.ops.to_storage.is_some() || shared || rt.kind == "Event" {
-            continue;
+        if followed(i) {
+            Informer::start(server.cache.clone(), rt, tx.clone(), shutdown.clone());
         }
-        Informer::start(server.cache.clone(), rt, tx.clone(), shutdown.clone());
     }
     drop(tx);
     let (work_tx, work_rx) = mpsc::unbounded_channel();
@@ -248,6 +244,15 @@ impl Collector {
             }
         }
     }
+}
+
+/// Kinds the collector follows: views of another kind's storage
+/// (events.k8s.io) and kinds sharing storage once; Events are never owners
+/// or collected.
+fn followed(i: usize) -> bool {
+    let rt = &REGISTRY[i];
+    let shared = REGISTRY[..i].iter().any(|r| r.storage == rt.storage);
+    rt.ops.to_storage.is_none() && !shared && rt.kind != "Event"
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -429,6 +434,11 @@ impl Ctx {
     /// Orphan: strip the owner's references from its dependents, then its
     /// finalizer. Foreground: delete the dependents, and drop the finalizer
     /// once none that blocks remains. True when done.
+    ///
+    /// The reverse index may lag (informers of different kinds are not
+    /// ordered with each other), so before a finalizer goes, the watch
+    /// cache, caught up with the store, is searched for any object still
+    /// naming the owner.
     async fn owner(&self, obj: &Obj, uid: &str, dependents: &[Obj]) -> Result<bool, ApiError> {
         let Some((v, _)) = self.read(obj).await? else {
             return Ok(true);
@@ -436,80 +446,109 @@ impl Ctx {
         if uid_of(&v) != uid || v["metadata"]["deletionTimestamp"].is_null() {
             return Ok(true);
         }
-        let mut done = true;
-        if has_finalizer(&v, &[ORPHAN]) {
-            for d in dependents {
-                let Some((dv, drv)) = self.read(d).await? else {
-                    continue;
-                };
-                let refs = owner_refs(&dv);
-                let keep: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
-                if keep.len() == refs.len() {
-                    continue;
-                }
-                // No references left: the field goes, as upstream leaves it.
-                let refs = if keep.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Array(keep)
-                };
-                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": drv.to_string()}});
-                match self
-                    .server
-                    .patch(
-                        d.rt(),
-                        d.ns(),
-                        &d.name,
-                        None,
-                        PatchType::Merge,
-                        patch,
-                        &opts(),
-                    )
-                    .await
+        let (finalizer, orphan) = if has_finalizer(&v, &[ORPHAN]) {
+            (ORPHAN, true)
+        } else if has_finalizer(&v, &[FOREGROUND]) {
+            (FOREGROUND, false)
+        } else {
+            return Ok(true);
+        };
+        let mut pending = false;
+        for d in dependents {
+            pending |= self.settle(d, uid, orphan).await?;
+        }
+        if pending {
+            return Ok(false);
+        }
+        for d in self.referencing(uid).await? {
+            pending |= self.settle(&d, uid, orphan).await?;
+        }
+        if pending {
+            return Ok(false);
+        }
+        self.remove_finalizer(obj, finalizer).await
+    }
+
+    /// One dependent of an owner being finalized: orphaned (its reference
+    /// removed) or deleted in the foreground. True while it still holds the
+    /// owner back (a write to retry, or a `blockOwnerDeletion` dependent
+    /// not gone yet).
+    async fn settle(&self, d: &Obj, uid: &str, orphan: bool) -> Result<bool, ApiError> {
+        let Some((dv, drv)) = self.read(d).await? else {
+            return Ok(false);
+        };
+        let refs = owner_refs(&dv);
+        let Some(r) = refs.iter().find(|r| r["uid"] == uid) else {
+            return Ok(false);
+        };
+        if orphan {
+            let keep: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
+            // No references left: the field goes, as upstream leaves it.
+            let refs = if keep.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(keep)
+            };
+            let patch =
+                json!({"metadata": {"ownerReferences": refs, "resourceVersion": drv.to_string()}});
+            return match self
+                .server
+                .patch(
+                    d.rt(),
+                    d.ns(),
+                    &d.name,
+                    None,
+                    PatchType::Merge,
+                    patch,
+                    &opts(),
+                )
+                .await
+            {
+                Ok(_) => Ok(false),
+                Err(e) if e.code == 404 => Ok(false),
+                Err(e) if e.code == 409 => Ok(true),
+                Err(e) => Err(e),
+            };
+        }
+        let blocks = r["blockOwnerDeletion"] == json!(true);
+        if !dv["metadata"]["deletionTimestamp"].is_null() {
+            return Ok(blocks);
+        }
+        let del = DeleteOptions {
+            precondition_uid: Some(uid_of(&dv).to_string()),
+            propagation: Some("Foreground".into()),
+            ..Default::default()
+        };
+        match self.server.delete(d.rt(), d.ns(), &d.name, &del).await {
+            Ok((_, gone)) => Ok(blocks && !gone),
+            Err(e) if e.code == 404 => Ok(false),
+            Err(e) if e.code == 409 => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object that names `uid` as an owner, from the watch cache once
+    /// it has caught up with the store.
+    async fn referencing(&self, uid: &str) -> Result<Vec<Obj>, ApiError> {
+        self.server
+            .cache
+            .sync()
+            .await
+            .map_err(|e| ApiError::timeout(e.to_string()))?;
+        let mut out = Vec::new();
+        for (i, rt) in REGISTRY.iter().enumerate() {
+            if !followed(i) {
+                continue;
+            }
+            for o in self.server.cache.kind(rt).list(&Filter::default(), 0).items {
+                if contains(&o.bytes, uid.as_bytes())
+                    && owner_refs(&o.value()).iter().any(|r| r["uid"] == uid)
                 {
-                    Ok(_) => {}
-                    Err(e) if e.code == 404 => {}
-                    Err(e) if e.code == 409 => done = false,
-                    Err(e) => return Err(e),
+                    out.push(Obj::of(rt, &o));
                 }
             }
-            if done {
-                return self.remove_finalizer(obj, ORPHAN).await;
-            }
-            return Ok(false);
         }
-        if has_finalizer(&v, &[FOREGROUND]) {
-            let mut blocking = 0;
-            for d in dependents {
-                let Some((dv, _)) = self.read(d).await? else {
-                    continue;
-                };
-                let Some(r) = owner_refs(&dv).into_iter().find(|r| r["uid"] == uid) else {
-                    continue;
-                };
-                if r["blockOwnerDeletion"] == json!(true) {
-                    blocking += 1;
-                }
-                if dv["metadata"]["deletionTimestamp"].is_null() {
-                    let del = DeleteOptions {
-                        precondition_uid: Some(uid_of(&dv).to_string()),
-                        propagation: Some("Foreground".into()),
-                        ..Default::default()
-                    };
-                    match self.server.delete(d.rt(), d.ns(), &d.name, &del).await {
-                        Ok((_, true)) if r["blockOwnerDeletion"] == json!(true) => blocking -= 1,
-                        Ok(_) => {}
-                        Err(e) if e.code == 404 || e.code == 409 => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            if blocking == 0 {
-                return self.remove_finalizer(obj, FOREGROUND).await;
-            }
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(out)
     }
 
     async fn remove_finalizer(&self, obj: &Obj, name: &str) -> Result<bool, ApiError> {
