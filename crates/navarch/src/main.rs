@@ -112,8 +112,8 @@ struct ServerArgs {
     /// `default-scheduler` then wait for another one).
     #[arg(long)]
     disable_scheduler: bool,
-    /// Do not run the controllers (ReplicaSets, ReplicationControllers,
-    /// garbage collection).
+    /// Do not run the controllers (Deployments, ReplicaSets,
+    /// ReplicationControllers, garbage collection).
     #[arg(long)]
     disable_controllers: bool,
     /// Scheduler settings: a `KubeSchedulerConfiguration` file
