@@ -7,247 +7,16 @@
 use navarch_api::registry::lookup;
 use navarch_api::ResourceType;
 use navarch_apiserver::cache::Filter;
-use navarch_apiserver::{ApiServer, WriteOptions};
-use navarch_controllers::{deployment, replicaset, scheduler};
-use navarch_store::{MemoryStore, Store};
+use navarch_apiserver::ApiServer;
+use navarch_controllers::deployment;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-struct Cluster {
-    server: Arc<ApiServer>,
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
+mod common;
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    lookup(group, "v1", plural).expect("served")
-}
-
-fn pods() -> &'static ResourceType {
-    rt("", "pods")
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions::default()
-}
-
-fn rs(name: &str, replicas: i64) -> Value {
-    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name, "tier": "web"}},
-                "spec": {"containers": [{"name": "c", "image": "pause",
-                    "resources": {"requests": {"cpu": "100m"}}}]}}}})
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let shutdown = CancellationToken::new();
-        let running = navarch_apiserver::start(
-            navarch_apiserver::Config::new(dir.path(), "127.0.0.1:0"),
-            store,
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        scheduler::spawn(
-            running.server.clone(),
-            scheduler::SchedulerOptions {
-                initial_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_millis(200),
-                ..Default::default()
-            },
-            shutdown.clone(),
-        );
-        replicaset::spawn(running.server.clone(), shutdown.clone());
-        deployment::spawn(running.server.clone(), shutdown.clone());
-        Cluster {
-            server: running.server,
-            kubeconfig: running.kubeconfig,
-            _dir: dir,
-            shutdown,
-        }
-    }
-
-    async fn sim(&self, nodes: usize) -> navarch_sim::Sim {
-        let target = navarch_sim::Target::from_kubeconfig(&self.kubeconfig).unwrap();
-        navarch_sim::Sim::start(target, navarch_sim::SimConfig::new(nodes))
-            .await
-            .unwrap()
-    }
-
-    /// A plain Node object (no agent, no sim): pods bound to it stay
-    /// Pending until the test reports them.
-    async fn node(&self, name: &str, cpu: &str) {
-        let node = json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "status": {"capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-                       "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-                       "conditions": [{"type": "Ready", "status": "True"}]}});
-        self.server
-            .create(rt("", "nodes"), None, node, &opts())
-            .await
-            .unwrap();
-    }
-
-    async fn create(&self, rt: &'static ResourceType, obj: Value) -> Value {
-        self.server
-            .create(rt, Some("default"), obj, &opts())
-            .await
-            .unwrap()
-            .object
-    }
-
-    async fn patch(&self, rt: &'static ResourceType, name: &str, patch: Value) {
-        self.server
-            .patch(
-                rt,
-                Some("default"),
-                name,
-                None,
-                navarch_api::patch::PatchType::Merge,
-                patch,
-                &opts(),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn read(&self, rt: &'static ResourceType, name: &str) -> Value {
-        self.server.read(rt, Some("default"), name).await.unwrap().0
-    }
-
-    /// Every pod in `default` (from the watch cache).
-    fn all_pods(&self) -> Vec<Value> {
-        self.server
-            .cache
-            .kind(pods())
-            .list(&Filter::default(), 0)
-            .items
-            .iter()
-            .map(|o| o.value())
-            .collect()
-    }
-
-    /// Active pods (not being deleted, not terminal) controlled by `uid`.
-    fn owned(&self, uid: &str) -> Vec<Value> {
-        self.all_pods()
-            .into_iter()
-            .filter(|p| {
-                p["metadata"]["deletionTimestamp"].is_null()
-                    && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
-                    && controller_uid(p) == Some(uid)
-            })
-            .collect()
-    }
-
-    async fn wait(&self, what: &str, mut f: impl FnMut(&Cluster) -> bool) {
-        for _ in 0..2000 {
-            if f(self) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("not reached in 20 s: {what}");
-    }
-
-    /// Waits for `n` active owned pods, and for them to stay `n` for a
-    /// while (nothing more is coming).
-    async fn settle(&self, uid: &str, n: usize) {
-        self.wait(&format!("{n} pods"), |c| c.owned(uid).len() == n)
-            .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(self.owned(uid).len(), n, "pods after settling");
-    }
-
-    async fn wait_status(&self, rt: &'static ResourceType, name: &str, want: Value) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..2000 {
-            let o = self.read(rt, name).await;
-            let s = &o["status"];
-            if want
-                .as_object()
-                .unwrap()
-                .iter()
-                .all(|(k, v)| s[k].as_i64().unwrap_or(0) == v.as_i64().unwrap())
-            {
-                return o;
-            }
-            last = s.clone();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{name}: status {want} not reached: {last:#}");
-    }
-
-    fn events_for(&self, name: &str) -> Vec<Value> {
-        self.server
-            .cache
-            .kind(rt("", "events"))
-            .list(&Filter::default(), 0)
-            .items
-            .iter()
-            .map(|o| o.value())
-            .filter(|e| e["involvedObject"]["name"] == name)
-            .collect()
-    }
-
-    async fn wait_event(&self, owner: &str, reason: &str) -> Value {
-        for _ in 0..2000 {
-            if let Some(e) = self
-                .events_for(owner)
-                .into_iter()
-                .find(|e| e["reason"] == reason)
-            {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no {reason} event for {owner}: {:#?}",
-            self.events_for(owner)
-        );
-    }
-
-    /// Reports a pod Running (and Ready, if `ready`) as a kubelet would.
-    async fn report(&self, name: &str, ready: bool) {
-        let now = navarch_api::meta::rfc3339(jiff::Timestamp::now());
-        let status = if ready { "True" } else { "False" };
-        self.server
-            .patch(
-                pods(),
-                Some("default"),
-                name,
-                Some(navarch_api::Subresource::Status),
-                navarch_api::patch::PatchType::Merge,
-                json!({"status": {"phase": "Running", "conditions": [
-                    {"type": "Ready", "status": status, "lastTransitionTime": now}]}}),
-                &opts(),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-fn controller_uid(p: &Value) -> Option<&str> {
-    p["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true)?["uid"]
-        .as_str()
-}
+use common::*;
 
 fn deployments() -> &'static ResourceType {
     lookup("apps", "v1", "deployments").unwrap()
@@ -418,7 +187,7 @@ fn spec_replicas(s: &Value) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_honours_surge_and_unavailable_then_rolls_back() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let _sim = c.sim(3).await;
     let d = c
         .create(
@@ -561,7 +330,7 @@ async fn rolling_update_honours_surge_and_unavailable_then_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_stops_old_pods_before_starting_new_ones() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let _sim = c.sim(2).await;
     let d = c
         .create(
@@ -595,7 +364,7 @@ async fn recreate_stops_old_pods_before_starting_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_deployment_scales_but_does_not_roll_out_until_resumed() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let _sim = c.sim(2).await;
     let d = c
         .create(
@@ -643,7 +412,7 @@ async fn paused_deployment_scales_but_does_not_roll_out_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revision_history_limit_prunes_the_oldest_replica_sets() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let _sim = c.sim(2).await;
     let mut d = deploy("h", 1, "v:1", json!({"type": "RollingUpdate"}));
     d["spec"]["revisionHistoryLimit"] = json!(1);
@@ -671,7 +440,7 @@ fn uid(o: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_deadline_exceeded_when_pods_never_become_available() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     // No nodes: the pods stay Pending.
     let mut d = deploy("stuck", 2, "x:1", json!({"type": "RollingUpdate"}));
     d["spec"]["progressDeadlineSeconds"] = json!(1);
@@ -704,7 +473,7 @@ async fn progress_deadline_exceeded_when_pods_never_become_available() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_mid_rollout_is_shared_in_proportion() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let _sim = c.sim(2).await;
     let d = deploy(
         "p",
@@ -748,7 +517,7 @@ async fn scaling_mid_rollout_is_shared_in_proportion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_name_bumps_the_collision_count() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(true).await;
     let _sim = c.sim(1).await;
     // Paused from the start: no ReplicaSet yet, the stored template known.
     let mut d = deploy("col", 1, "v:1", json!({"type": "RollingUpdate"}));

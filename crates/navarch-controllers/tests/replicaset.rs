@@ -4,249 +4,16 @@
 //! their graceful deletions.
 
 use navarch_api::registry::lookup;
-use navarch_api::ResourceType;
-use navarch_apiserver::cache::Filter;
-use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
+use navarch_apiserver::DeleteOptions;
 use navarch_controllers::informer::{Change, Informer};
-use navarch_controllers::{replicaset, scheduler};
-use navarch_store::{MemoryStore, Store};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-struct Cluster {
-    server: Arc<ApiServer>,
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-}
+mod common;
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    lookup(group, "v1", plural).expect("served")
-}
-
-fn pods() -> &'static ResourceType {
-    rt("", "pods")
-}
-
-fn opts() -> WriteOptions {
-    WriteOptions::default()
-}
-
-fn rs(name: &str, replicas: i64) -> Value {
-    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name, "tier": "web"}},
-                "spec": {"containers": [{"name": "c", "image": "pause",
-                    "resources": {"requests": {"cpu": "100m"}}}]}}}})
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let shutdown = CancellationToken::new();
-        let running = navarch_apiserver::start(
-            navarch_apiserver::Config::new(dir.path(), "127.0.0.1:0"),
-            store,
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        scheduler::spawn(
-            running.server.clone(),
-            scheduler::SchedulerOptions {
-                initial_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_millis(200),
-                ..Default::default()
-            },
-            shutdown.clone(),
-        );
-        replicaset::spawn(running.server.clone(), shutdown.clone());
-        Cluster {
-            server: running.server,
-            kubeconfig: running.kubeconfig,
-            _dir: dir,
-            shutdown,
-        }
-    }
-
-    async fn sim(&self, nodes: usize) -> navarch_sim::Sim {
-        let target = navarch_sim::Target::from_kubeconfig(&self.kubeconfig).unwrap();
-        navarch_sim::Sim::start(target, navarch_sim::SimConfig::new(nodes))
-            .await
-            .unwrap()
-    }
-
-    /// A plain Node object (no agent, no sim): pods bound to it stay
-    /// Pending until the test reports them.
-    async fn node(&self, name: &str, cpu: &str) {
-        let node = json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "status": {"capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-                       "allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"},
-                       "conditions": [{"type": "Ready", "status": "True"}]}});
-        self.server
-            .create(rt("", "nodes"), None, node, &opts())
-            .await
-            .unwrap();
-    }
-
-    async fn create(&self, rt: &'static ResourceType, obj: Value) -> Value {
-        self.server
-            .create(rt, Some("default"), obj, &opts())
-            .await
-            .unwrap()
-            .object
-    }
-
-    async fn patch(&self, rt: &'static ResourceType, name: &str, patch: Value) {
-        self.server
-            .patch(
-                rt,
-                Some("default"),
-                name,
-                None,
-                navarch_api::patch::PatchType::Merge,
-                patch,
-                &opts(),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn read(&self, rt: &'static ResourceType, name: &str) -> Value {
-        self.server.read(rt, Some("default"), name).await.unwrap().0
-    }
-
-    /// Every pod in `default` (from the watch cache).
-    fn all_pods(&self) -> Vec<Value> {
-        self.server
-            .cache
-            .kind(pods())
-            .list(&Filter::default(), 0)
-            .items
-            .iter()
-            .map(|o| o.value())
-            .collect()
-    }
-
-    /// Active pods (not being deleted, not terminal) controlled by `uid`.
-    fn owned(&self, uid: &str) -> Vec<Value> {
-        self.all_pods()
-            .into_iter()
-            .filter(|p| {
-                p["metadata"]["deletionTimestamp"].is_null()
-                    && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
-                    && controller_uid(p) == Some(uid)
-            })
-            .collect()
-    }
-
-    async fn wait(&self, what: &str, mut f: impl FnMut(&Cluster) -> bool) {
-        for _ in 0..2000 {
-            if f(self) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("not reached in 20 s: {what}");
-    }
-
-    /// Waits for `n` active owned pods, and for them to stay `n` for a
-    /// while (nothing more is coming).
-    async fn settle(&self, uid: &str, n: usize) {
-        self.wait(&format!("{n} pods"), |c| c.owned(uid).len() == n)
-            .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(self.owned(uid).len(), n, "pods after settling");
-    }
-
-    async fn wait_status(&self, rt: &'static ResourceType, name: &str, want: Value) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..2000 {
-            let o = self.read(rt, name).await;
-            let s = &o["status"];
-            if want
-                .as_object()
-                .unwrap()
-                .iter()
-                .all(|(k, v)| s[k].as_i64().unwrap_or(0) == v.as_i64().unwrap())
-            {
-                return o;
-            }
-            last = s.clone();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{name}: status {want} not reached: {last:#}");
-    }
-
-    fn events_for(&self, name: &str) -> Vec<Value> {
-        self.server
-            .cache
-            .kind(rt("", "events"))
-            .list(&Filter::default(), 0)
-            .items
-            .iter()
-            .map(|o| o.value())
-            .filter(|e| e["involvedObject"]["name"] == name)
-            .collect()
-    }
-
-    async fn wait_event(&self, owner: &str, reason: &str) -> Value {
-        for _ in 0..2000 {
-            if let Some(e) = self
-                .events_for(owner)
-                .into_iter()
-                .find(|e| e["reason"] == reason)
-            {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no {reason} event for {owner}: {:#?}",
-            self.events_for(owner)
-        );
-    }
-
-    /// Reports a pod Running (and Ready, if `ready`) as a kubelet would.
-    async fn report(&self, name: &str, ready: bool) {
-        let now = navarch_api::meta::rfc3339(jiff::Timestamp::now());
-        let status = if ready { "True" } else { "False" };
-        self.server
-            .patch(
-                pods(),
-                Some("default"),
-                name,
-                Some(navarch_api::Subresource::Status),
-                navarch_api::patch::PatchType::Merge,
-                json!({"status": {"phase": "Running", "conditions": [
-                    {"type": "Ready", "status": status, "lastTransitionTime": now}]}}),
-                &opts(),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-fn controller_uid(p: &Value) -> Option<&str> {
-    p["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true)?["uid"]
-        .as_str()
-}
+use common::*;
 
 fn names(pods: &[Value]) -> HashSet<String> {
     pods.iter()
@@ -260,7 +27,7 @@ fn uid(o: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_set_scales_up_and_down_and_replaces_deleted_pods() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(false).await;
     let _sim = c.sim(3).await;
     let rsets = rt("apps", "replicasets");
     let o = c.create(rsets, rs("web", 0)).await;
@@ -344,7 +111,7 @@ async fn replica_set_scales_up_and_down_and_replaces_deleted_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_deletes_unscheduled_then_not_ready_pods_first() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(false).await;
     // Room for two pods of 1 cpu: the third stays unscheduled.
     c.node("n1", "2").await;
     let rsets = rt("apps", "replicasets");
@@ -407,7 +174,7 @@ async fn scale_down_deletes_unscheduled_then_not_ready_pods_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_adopted_and_relabelled_pods_released() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(false).await;
     // An orphan matching the selector, and one that does not match.
     for (name, app) in [("orphan", "db"), ("other", "cache")] {
         c.create(
@@ -467,7 +234,7 @@ async fn orphans_are_adopted_and_relabelled_pods_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_controller_works_the_same() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(false).await;
     let _sim = c.sim(2).await;
     let rcs = rt("", "replicationcontrollers");
     // No selector: the template's labels.
@@ -512,7 +279,7 @@ async fn replication_controller_works_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expectations_prevent_creating_extra_pods() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(false).await;
     // Every pod the controller ever creates, from an informer of our own.
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
@@ -577,7 +344,7 @@ async fn expectations_prevent_creating_extra_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_creates_set_replica_failure_until_they_succeed() {
-    let c = Cluster::start().await;
+    let c = Cluster::start_with(false).await;
     let rsets = rt("apps", "replicasets");
     // Pod admission refuses the template: its PriorityClass does not exist.
     let mut r = rs("prio", 2);
