@@ -272,6 +272,16 @@ fn has_finalizer(v: &Value, names: &[&str]) -> bool {
         .is_some_and(|f| f.iter().any(|x| names.iter().any(|n| x == *n)))
 }
 
+/// `ownerReferences` as written: no references left means no field, as
+/// upstream leaves it.
+fn refs_value(refs: Vec<Value>) -> Value {
+    if refs.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(refs)
+    }
+}
+
 fn uid_of(v: &Value) -> &str {
     v["metadata"]["uid"].as_str().unwrap_or("")
 }
@@ -410,25 +420,8 @@ impl Ctx {
             return Ok(true);
         }
         // Some owners live: drop the references to the others.
-        let patch =
-            json!({"metadata": {"ownerReferences": keep, "resourceVersion": rv.to_string()}});
-        match self
-            .server
-            .patch(
-                obj.rt(),
-                obj.ns(),
-                &obj.name,
-                None,
-                PatchType::Merge,
-                patch,
-                &opts(),
-            )
+        self.patch_metadata(obj, "ownerReferences", refs_value(keep), rv)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Orphan: strip the owner's references from its dependents, then its
@@ -483,32 +476,10 @@ impl Ctx {
         };
         if orphan {
             let keep: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
-            // No references left: the field goes, as upstream leaves it.
-            let refs = if keep.is_empty() {
-                Value::Null
-            } else {
-                Value::Array(keep)
-            };
-            let patch =
-                json!({"metadata": {"ownerReferences": refs, "resourceVersion": drv.to_string()}});
-            return match self
-                .server
-                .patch(
-                    d.rt(),
-                    d.ns(),
-                    &d.name,
-                    None,
-                    PatchType::Merge,
-                    patch,
-                    &opts(),
-                )
-                .await
-            {
-                Ok(_) => Ok(false),
-                Err(e) if e.code == 404 => Ok(false),
-                Err(e) if e.code == 409 => Ok(true),
-                Err(e) => Err(e),
-            };
+            let done = self
+                .patch_metadata(d, "ownerReferences", refs_value(keep), drv)
+                .await?;
+            return Ok(!done);
         }
         let blocks = r["blockOwnerDeletion"] == json!(true);
         if !dv["metadata"]["deletionTimestamp"].is_null() {
@@ -523,6 +494,37 @@ impl Ctx {
             Ok((_, gone)) => Ok(blocks && !gone),
             Err(e) if e.code == 404 => Ok(false),
             Err(e) if e.code == 409 => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets one metadata field with a merge patch guarded by the
+    /// resourceVersion it was read at. True when written (or the object is
+    /// gone); false on a conflict, to be tried again.
+    async fn patch_metadata(
+        &self,
+        obj: &Obj,
+        field: &str,
+        value: Value,
+        rv: i64,
+    ) -> Result<bool, ApiError> {
+        let patch = json!({"metadata": {field: value, "resourceVersion": rv.to_string()}});
+        match self
+            .server
+            .patch(
+                obj.rt(),
+                obj.ns(),
+                &obj.name,
+                None,
+                PatchType::Merge,
+                patch,
+                &opts(),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == 404 => Ok(true),
+            Err(e) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -559,24 +561,7 @@ impl Ctx {
             .as_array()
             .map(|f| f.iter().filter(|x| *x != name).cloned().collect())
             .unwrap_or_default();
-        let patch = json!({"metadata": {"finalizers": left, "resourceVersion": rv.to_string()}});
-        match self
-            .server
-            .patch(
-                obj.rt(),
-                obj.ns(),
-                &obj.name,
-                None,
-                PatchType::Merge,
-                patch,
-                &opts(),
-            )
+        self.patch_metadata(obj, "finalizers", Value::Array(left), rv)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code == 404 => Ok(true),
-            Err(e) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 }
