@@ -30,9 +30,9 @@
 //! before fewer, newer before older. Upstream's ranking by the number of
 //! related pods on the same node is not applied.
 //!
-//! Deleting an owner does not delete its pods: that is the garbage
-//! collector's work, not built yet (the API server records the `orphan` and
-//! `foregroundDeletion` finalizers but nothing removes dependents).
+//! Deleting an owner does not make this controller delete its pods: that
+//! is the garbage collector's work ([`crate::gc`]), through the pods'
+//! ownerReferences.
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
