@@ -3,7 +3,7 @@
 //! (object, type, reason, message) folded into `count` and
 //! `lastTimestamp`, and never a wait for the caller.
 //!
-//! [`Recorder::record`] queues; one task writes. When the queue is full the
+//! [`Recorder::normal`] and [`Recorder::warning`] queue; one task writes. When the queue is full the
 //! event is dropped and counted, as upstream's broadcaster drops events
 //! under overload rather than slowing the component that emits them.
 
