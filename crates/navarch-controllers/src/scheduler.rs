@@ -791,14 +791,36 @@ impl Driver {
         }
     }
 
+    /// Writes a pending pod's scheduling status (condition, nomination)
+    /// only while it is still unbound: a write decided before someone bound
+    /// the pod must not land after the binding (compare-and-swap on the
+    /// resourceVersion it was checked at).
     fn patch_status(&self, ns: &str, name: &str, patch: Value) {
         let server = self.server.clone();
         let (ns, name) = (ns.to_string(), name.to_string());
         tokio::spawn(async move {
-            match patch_pod_status(&server, &ns, &name, patch).await {
-                Ok(()) => {}
-                Err(e) if e.code == 404 => {}
-                Err(e) => tracing::debug!(pod = %name, error = %e, "pod status update failed"),
+            for _ in 0..5 {
+                let (pod, rv) = match server.read(pods_rt(), Some(&ns), &name).await {
+                    Ok(x) => x,
+                    Err(_) => return,
+                };
+                if pod["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+                {
+                    return;
+                }
+                let mut guarded = patch.clone();
+                guarded["metadata"] = json!({"resourceVersion": rv.to_string()});
+                match patch_pod_status(&server, &ns, &name, guarded).await {
+                    Ok(()) => return,
+                    Err(e) if e.code == 409 => continue,
+                    Err(e) if e.code == 404 => return,
+                    Err(e) => {
+                        tracing::debug!(pod = %name, error = %e, "pod status update failed");
+                        return;
+                    }
+                }
             }
         });
     }
