@@ -50,6 +50,7 @@
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
+use crate::queue::{Backoff, WorkQueue};
 use navarch_api::patch::PatchType;
 use navarch_api::registry::lookup;
 use navarch_api::selector::LabelSelector;
@@ -57,11 +58,10 @@ use navarch_api::{ResourceType, Subresource};
 use navarch_apiserver::cache::CachedObject;
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const COMPONENT: &str = "deployment-controller";
@@ -97,10 +97,8 @@ pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
         set_by_uid: HashMap::new(),
         pods: HashMap::new(),
         live_pods: HashMap::new(),
-        queue: VecDeque::new(),
-        queued: HashSet::new(),
-        delayed: BTreeSet::new(),
-        retries: HashMap::new(),
+        queue: WorkQueue::default(),
+        backoff: Backoff::default(),
         synced: HashSet::new(),
     };
     tokio::spawn(async move {
@@ -305,11 +303,9 @@ struct Controller {
     /// Per ReplicaSet uid, its pods that are not Succeeded or Failed
     /// (terminating ones included).
     live_pods: HashMap<String, usize>,
-    queue: VecDeque<Key>,
-    queued: HashSet<Key>,
-    delayed: BTreeSet<(Instant, Key)>,
+    queue: WorkQueue<Key>,
     /// Failed syncs in a row, per Deployment (for the retry backoff).
-    retries: HashMap<Key, u32>,
+    backoff: Backoff<Key>,
     synced: HashSet<&'static str>,
 }
 
@@ -323,43 +319,26 @@ impl Controller {
             while let Ok(b) = informers.try_recv() {
                 self.apply(b);
             }
-            let now = Instant::now();
-            while let Some((at, key)) = self.delayed.first().cloned() {
-                if at > now {
-                    break;
-                }
-                self.delayed.pop_first();
-                self.enqueue(key);
-            }
             let ready = ["Pod", "ReplicaSet", "Deployment"]
                 .iter()
                 .all(|k| self.synced.contains(k));
             if ready {
-                if let Some(key) = self.queue.pop_front() {
-                    self.queued.remove(&key);
+                if let Some(key) = self.queue.pop() {
                     match self.sync(&key).await {
                         Ok(()) => {
-                            self.retries.remove(&key);
+                            self.backoff.forget(&key);
                         }
                         Err(e) => {
-                            // Requeued rate-limited: 100 ms doubling, at
-                            // most 30 s.
+                            // Requeued rate-limited.
                             tracing::debug!(deployment = %key.1, error = %e, "deployment sync failed");
-                            let n = self.retries.entry(key.clone()).or_insert(0);
-                            let delay = Duration::from_millis(100 << (*n).min(9))
-                                .min(Duration::from_secs(30));
-                            *n += 1;
+                            let delay = self.backoff.fail(key.clone());
                             self.enqueue_after(key, delay);
                         }
                     }
                     continue;
                 }
             }
-            let wake = self
-                .delayed
-                .first()
-                .map(|(at, _)| *at)
-                .unwrap_or_else(|| now + Duration::from_secs(3600));
+            let wake = self.queue.next_wake();
             tokio::select! {
                 b = informers.recv() => match b {
                     Some(b) => self.apply(b),
@@ -371,13 +350,11 @@ impl Controller {
     }
 
     fn enqueue(&mut self, key: Key) {
-        if self.queued.insert(key.clone()) {
-            self.queue.push_back(key);
-        }
+        self.queue.add(key);
     }
 
     fn enqueue_after(&mut self, key: Key, after: Duration) {
-        self.delayed.insert((Instant::now() + after, key));
+        self.queue.add_after(key, after);
     }
 
     // ----- informer events ---------------------------------------------------
@@ -496,7 +473,7 @@ impl Controller {
             }
             "Deployment" => {
                 self.deployments.remove(&key);
-                self.retries.remove(&key);
+                self.backoff.forget(&key);
             }
             _ => {}
         }

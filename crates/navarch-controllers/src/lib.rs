@@ -4,6 +4,8 @@
 //!
 //! * [`informer`]: list + watch of one kind from the watch cache, with a
 //!   local store, resume after falling behind, relist after expiry.
+//! * [`queue`]: the de-duplicating work queue with delayed keys and the
+//!   per-key failure backoff every reconciler uses.
 //! * [`events`]: the Event recorder (repeats folded into `count`).
 //! * [`gc`]: the garbage collector (ownerReferences; background, orphan
 //!   and foreground propagation).
@@ -19,6 +21,7 @@ pub mod deployment;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod queue;
 pub mod replicaset;
 pub mod scheduler;
 

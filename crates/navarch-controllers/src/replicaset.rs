@@ -36,6 +36,7 @@
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
+use crate::queue::{Backoff, WorkQueue};
 use navarch_api::patch::PatchType;
 use navarch_api::registry::lookup;
 use navarch_api::selector::LabelSelector;
@@ -43,7 +44,7 @@ use navarch_api::{ApiError, ResourceType, Subresource};
 use navarch_apiserver::cache::CachedObject;
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -72,13 +73,11 @@ pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
         owners: HashMap::new(),
         pods: HashMap::new(),
         by_ns: HashMap::new(),
-        queue: VecDeque::new(),
-        queued: HashSet::new(),
-        delayed: BTreeSet::new(),
+        queue: WorkQueue::default(),
         expectations: HashMap::new(),
         busy: HashSet::new(),
         failures: HashMap::new(),
-        retries: HashMap::new(),
+        backoff: Backoff::default(),
         not_before: HashMap::new(),
         synced: HashSet::new(),
         done_tx,
@@ -352,15 +351,13 @@ struct Controller {
     /// Pods by `namespace/name`.
     pods: HashMap<String, Pod>,
     by_ns: HashMap<String, BTreeSet<String>>,
-    queue: VecDeque<OwnerKey>,
-    queued: HashSet<OwnerKey>,
-    delayed: BTreeSet<(Instant, OwnerKey)>,
+    queue: WorkQueue<OwnerKey>,
     expectations: HashMap<OwnerKey, Expectations>,
     /// Owners with writes in flight: not synced until they are done.
     busy: HashSet<OwnerKey>,
     failures: HashMap<OwnerKey, (&'static str, String)>,
     /// Failed syncs in a row, per owner (for the retry backoff).
-    retries: HashMap<OwnerKey, u32>,
+    backoff: Backoff<OwnerKey>,
     /// No creates or deletes before then (the backoff after a failure),
     /// whatever queues the owner meanwhile.
     not_before: HashMap<OwnerKey, Instant>,
@@ -385,21 +382,12 @@ impl Controller {
             while let Ok(d) = done.try_recv() {
                 self.done(d);
             }
-            let now = Instant::now();
-            while let Some((at, key)) = self.delayed.first().cloned() {
-                if at > now {
-                    break;
-                }
-                self.delayed.pop_first();
-                self.enqueue(key);
-            }
             let ready = ["Pod", "ReplicaSet", "ReplicationController"]
                 .iter()
                 .all(|k| self.synced.contains(k));
             if ready {
                 let mut n = 0;
-                while let Some(key) = self.queue.pop_front() {
-                    self.queued.remove(&key);
+                while let Some(key) = self.queue.pop() {
                     if self.busy.contains(&key) {
                         // Synced again when its writes are done.
                         continue;
@@ -415,11 +403,7 @@ impl Controller {
                     continue;
                 }
             }
-            let wake = self
-                .delayed
-                .first()
-                .map(|(at, _)| *at)
-                .unwrap_or_else(|| now + Duration::from_secs(3600));
+            let wake = self.queue.next_wake();
             tokio::select! {
                 b = informers.recv() => match b {
                     Some(b) => self.apply(b),
@@ -432,13 +416,11 @@ impl Controller {
     }
 
     fn enqueue(&mut self, key: OwnerKey) {
-        if self.queued.insert(key.clone()) {
-            self.queue.push_back(key);
-        }
+        self.queue.add(key);
     }
 
     fn enqueue_after(&mut self, key: OwnerKey, after: Duration) {
-        self.delayed.insert((Instant::now() + after, key));
+        self.queue.add_after(key, after);
     }
 
     // ----- informer events ---------------------------------------------------
@@ -524,7 +506,7 @@ impl Controller {
             self.owners.remove(&key);
             self.expectations.remove(&key);
             self.failures.remove(&key);
-            self.retries.remove(&key);
+            self.backoff.forget(&key);
             self.not_before.remove(&key);
         }
     }
@@ -583,22 +565,19 @@ impl Controller {
             }
         }
         if !self.owners.contains_key(&d.owner) {
-            self.retries.remove(&d.owner);
+            self.backoff.forget(&d.owner);
             self.not_before.remove(&d.owner);
             return;
         }
         if failed {
-            // Upstream requeues failed syncs rate-limited: back off
-            // exponentially (100 ms doubling, at most 30 s).
-            let n = self.retries.entry(d.owner.clone()).or_insert(0);
-            let delay = Duration::from_millis(100 << (*n).min(9)).min(Duration::from_secs(30));
-            *n += 1;
+            // Upstream requeues failed syncs rate-limited.
+            let delay = self.backoff.fail(d.owner.clone());
             self.not_before
                 .insert(d.owner.clone(), Instant::now() + delay);
             self.enqueue_after(d.owner, delay);
         } else {
             if d.manage {
-                self.retries.remove(&d.owner);
+                self.backoff.forget(&d.owner);
             }
             self.enqueue(d.owner);
         }
