@@ -613,14 +613,12 @@ impl ApiServer {
             (Method::POST, Some(name), Some(Subresource::Eviction)) => {
                 let (ct, body) = read_body(req).await?;
                 let ev = decode_body(&ct, &body)?;
-                let mut opts = DeleteOptions::from_json(&ev["deleteOptions"])?;
-                if q.get("dryRun") == Some("All") {
-                    opts.dry_run = true;
-                }
-                self.delete(rt, ns, name, &opts).await?;
+                let dry_run = q.get("dryRun") == Some("All");
+                let st = self.evict(ns.unwrap_or(""), name, &ev, dry_run).await?;
+                let code = st["code"].as_u64().unwrap_or(201) as u16;
                 Ok(json_response(
-                    StatusCode::CREATED,
-                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::CREATED),
+                    &st,
                 ))
             }
             (

@@ -14,6 +14,7 @@ pub mod auth;
 mod builtin;
 pub mod cache;
 pub mod discovery;
+pub mod eviction;
 mod handlers;
 mod http;
 mod ips;
