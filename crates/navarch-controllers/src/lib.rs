@@ -13,11 +13,14 @@
 //!   reconciler), with upstream's expectations and slow-start creates.
 //! * [`deployment`]: Deployments (RollingUpdate and Recreate over one
 //!   ReplicaSet per template hash, revisions, status conditions).
+//! * [`disruption`]: PodDisruptionBudget status (healthy, desired and
+//!   expected pods, disruptions allowed) for the eviction subresource.
 //! * [`scheduler`]: the pod scheduler's driver around the pure
 //!   `navarch-scheduler` placement and its ledger.
 
 pub mod config;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod informer;
