@@ -197,6 +197,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     }
     if !args.disable_controllers {
         navarch_controllers::replicaset::spawn(running.server.clone(), shutdown.clone());
+        navarch_controllers::disruption::spawn(running.server.clone(), shutdown.clone());
         navarch_controllers::deployment::spawn(running.server.clone(), shutdown.clone());
         navarch_controllers::gc::spawn(running.server.clone(), shutdown.clone());
     }
