@@ -236,6 +236,25 @@ pub fn node_status(spec: &NodeSpec, m: &Machine) -> Value {
 
 /// Adds heartbeat and transition times to the conditions, keeping the
 /// transition time of conditions whose status did not change.
+/// Each condition's type and status, sorted.
+fn condition_states(status: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = status["conditions"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c["type"].as_str().unwrap_or("").to_string(),
+                        c["status"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 fn stamp(status: &mut Value, previous: Option<&Value>, now: &str) {
     let Some(conds) = status["conditions"].as_array_mut() else {
         return;
@@ -293,17 +312,26 @@ pub async fn heartbeat(client: kube::Client, spec: NodeSpec, cancel: Cancellatio
         let now = rfc3339(Timestamp::now());
         let machine = Machine::read(&spec.data_dir);
         let status = node_status(&spec, &machine);
+        // The server's copy, as the kubelet reads its own Node every sync:
+        // when the node controller marked it Unknown while this agent was
+        // cut off, the conditions differ and are posted again at once.
+        let mut node_uid = None;
+        let previous = nodes.get_status(&spec.name).await.ok().and_then(|n| {
+            node_uid = n.metadata.uid.clone();
+            serde_json::to_value(n.status).ok()
+        });
         let due = match &written {
             None => true,
-            Some((last, at)) => last != &status || at.elapsed() >= STATUS_REFRESH,
+            Some((last, at)) => {
+                last != &status
+                    || at.elapsed() >= STATUS_REFRESH
+                    || previous
+                        .as_ref()
+                        .is_some_and(|p| condition_states(p) != condition_states(&status))
+            }
         };
-        let mut node_uid = None;
         if due {
             let mut stamped = status.clone();
-            let previous = nodes.get_status(&spec.name).await.ok().and_then(|n| {
-                node_uid = n.metadata.uid.clone();
-                serde_json::to_value(n.status).ok()
-            });
             stamp(&mut stamped, previous.as_ref(), &now);
             match nodes
                 .patch_status(
@@ -409,6 +437,15 @@ mod tests {
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels[HOST_NETWORK_PODS_LABEL], "true");
         assert_eq!(labels["zone"], "a");
+    }
+
+    #[test]
+    fn conditions_set_unknown_by_the_controller_count_as_drift() {
+        let ours = json!({"conditions": [{"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]});
+        let server = json!({"conditions": [{"type": "DiskPressure", "status": "False", "lastHeartbeatTime": "t0"}, {"type": "Ready", "status": "True", "lastHeartbeatTime": "t0"}]});
+        assert_eq!(condition_states(&ours), condition_states(&server));
+        let marked = json!({"conditions": [{"type": "Ready", "status": "Unknown"}, {"type": "DiskPressure", "status": "Unknown"}]});
+        assert_ne!(condition_states(&ours), condition_states(&marked));
     }
 
     #[test]

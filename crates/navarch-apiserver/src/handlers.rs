@@ -455,7 +455,6 @@ impl ApiServer {
             Err(e) => return Err(store_err(e)),
         };
         let object = with_rv(obj, rev);
-        self.after_create(rt, &object).await;
         Ok(Written {
             object: to_view(rt, object),
             created: true,
@@ -1245,22 +1244,29 @@ impl ApiServer {
                 None => pod["spec"]["priority"] = json!(0),
             }
         }
-        // DefaultTolerationSeconds: tolerate not-ready and unreachable nodes for 300 s.
+        // DefaultTolerationSeconds: tolerate not-ready and unreachable nodes
+        // for the configured time (300 s by default).
         let tolerations = pod["spec"]["tolerations"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         let mut tolerations = tolerations;
-        for key in [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
+        for (key, seconds) in [
+            (
+                "node.kubernetes.io/not-ready",
+                self.default_tolerations.not_ready,
+            ),
+            (
+                "node.kubernetes.io/unreachable",
+                self.default_tolerations.unreachable,
+            ),
         ] {
             let has = tolerations.iter().any(|t| {
                 (t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists"))
                     && (t["effect"].is_null() || t["effect"] == "NoExecute")
             });
             if !has {
-                tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
             }
         }
         pod["spec"]["tolerations"] = Value::Array(tolerations);
@@ -1335,14 +1341,6 @@ impl ApiServer {
             }
         }
         Ok(())
-    }
-
-    /// Side effects of a create that upstream's controllers would make at once.
-    async fn after_create(&self, rt: &'static ResourceType, obj: &Value) {
-        if rt.kind == "Namespace" {
-            let ns = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-            crate::builtin::ensure_default_service_account(self, &ns).await;
-        }
     }
 }
 

@@ -50,6 +50,28 @@ pub struct Config {
     pub write_kubeconfig: Option<PathBuf>,
     /// History kept for watches and paginated lists.
     pub history: Duration,
+    /// `tolerationSeconds` of the `node.kubernetes.io/not-ready` and
+    /// `node.kubernetes.io/unreachable` NoExecute tolerations admission
+    /// adds to pods without one (kube-apiserver's
+    /// `--default-not-ready-toleration-seconds` and
+    /// `--default-unreachable-toleration-seconds`, both 300).
+    pub default_toleration_seconds: DefaultTolerations,
+}
+
+/// See [`Config::default_toleration_seconds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultTolerations {
+    pub not_ready: i64,
+    pub unreachable: i64,
+}
+
+impl Default for DefaultTolerations {
+    fn default() -> Self {
+        DefaultTolerations {
+            not_ready: 300,
+            unreachable: 300,
+        }
+    }
 }
 
 impl Config {
@@ -60,6 +82,7 @@ impl Config {
             tls_sans: Vec::new(),
             write_kubeconfig: None,
             history: Duration::from_secs(300),
+            default_toleration_seconds: DefaultTolerations::default(),
         }
     }
 }
@@ -75,6 +98,7 @@ pub struct ApiServer {
     pub(crate) discovery_cache: [OnceLock<Bytes>; 4],
     pub(crate) joiner: join::Joiner,
     pub(crate) dialer: proxy::Dialer,
+    pub(crate) default_tolerations: DefaultTolerations,
 }
 
 /// A started server.
@@ -146,6 +170,7 @@ pub async fn start(
         discovery_cache: Default::default(),
         joiner: join::Joiner::new(&pki),
         dialer: proxy::Dialer::new(&pki).context("building the agent client TLS config")?,
+        default_tolerations: config.default_toleration_seconds,
     });
 
     let advertise = match addr.ip() {
@@ -157,7 +182,6 @@ pub async fn start(
         ip => ip.to_string(),
     };
     builtin::bootstrap(&server, &advertise, addr.port()).await;
-    builtin::spawn_namespace_finalizer(server.clone());
     spawn_compactor(store.clone(), config.history, shutdown.clone());
 
     let tls = tls_acceptor(&pki)?;

@@ -160,7 +160,7 @@ async fn write_one(
         field_manager: Some(component.to_string()),
         ..Default::default()
     };
-    let ns = key.object.namespace.clone();
+    let ns = event_namespace(&key.object).to_string();
     let name = match write {
         Write::Fold { name, count } => {
             let patch = json!({"count": count, "lastTimestamp": now});
@@ -187,12 +187,27 @@ async fn write_one(
     }
 }
 
+/// Events about cluster-scoped objects (nodes) live in `default`, as
+/// upstream's recorder puts them.
+fn event_namespace(o: &ObjectRef) -> &str {
+    if o.namespace.is_empty() {
+        "default"
+    } else {
+        &o.namespace
+    }
+}
+
 fn event_object(component: &str, name: &str, key: &Key, now: &str) -> Value {
     let o = &key.object;
+    let involved = if o.namespace.is_empty() {
+        json!({"kind": o.kind, "apiVersion": o.api_version, "name": o.name, "uid": o.uid})
+    } else {
+        json!({"kind": o.kind, "apiVersion": o.api_version,
+               "namespace": o.namespace, "name": o.name, "uid": o.uid})
+    };
     json!({
-        "metadata": {"name": name, "namespace": o.namespace},
-        "involvedObject": {"kind": o.kind, "apiVersion": o.api_version,
-                           "namespace": o.namespace, "name": o.name, "uid": o.uid},
+        "metadata": {"name": name, "namespace": event_namespace(o)},
+        "involvedObject": involved,
         "reason": key.reason,
         "message": key.message,
         "type": if key.warning { "Warning" } else { "Normal" },

@@ -15,6 +15,14 @@
 //!   ReplicaSet per template hash, revisions, status conditions).
 //! * [`disruption`]: PodDisruptionBudget status (healthy, desired and
 //!   expected pods, disruptions allowed) for the eviction subresource.
+//! * [`namespace`]: namespace deletion (contents first) and the `default`
+//!   ServiceAccount in every namespace.
+//! * [`nodelifecycle`]: node health from Leases, the not-ready/unreachable
+//!   taints with per-zone rate limits, and taint-based pod eviction.
+//! * [`podgc`]: the pod garbage collector (terminated, orphaned,
+//!   unscheduled terminating pods).
+//! * [`leader`]: leader election on a Lease, guarding the controllers and
+//!   the scheduler.
 //! * [`scheduler`]: the pod scheduler's driver around the pure
 //!   `navarch-scheduler` placement and its ledger.
 
@@ -24,6 +32,10 @@ pub mod disruption;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod leader;
+pub mod namespace;
+pub mod nodelifecycle;
+pub mod podgc;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduler;

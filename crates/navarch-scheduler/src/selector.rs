@@ -247,7 +247,7 @@ pub struct Taint {
 }
 
 impl Taint {
-    pub(crate) fn parse(kind: &'static str, path: &str, v: &Value) -> Result<Option<Taint>, Error> {
+    pub fn parse(kind: &'static str, path: &str, v: &Value) -> Result<Option<Taint>, Error> {
         let Some(o) = json::obj(kind, path, Some(v))? else {
             return Ok(None);
         };
@@ -287,11 +287,7 @@ pub struct Toleration {
 }
 
 impl Toleration {
-    pub(crate) fn parse(
-        kind: &'static str,
-        path: &str,
-        v: &Value,
-    ) -> Result<Option<Toleration>, Error> {
+    pub fn parse(kind: &'static str, path: &str, v: &Value) -> Result<Option<Toleration>, Error> {
         let Some(o) = json::obj(kind, path, Some(v))? else {
             return Ok(None);
         };

@@ -63,7 +63,10 @@ pub(crate) async fn run(shared: Arc<Shared>, tasks: TaskTracker, cancel: Cancell
     }
 }
 
-async fn renew_lease(shared: &Shared, i: usize) {
+pub(crate) async fn renew_lease(shared: &Shared, i: usize) {
+    if shared.nodes[i].is_cut_off() {
+        return;
+    }
     let body =
         serde_json::to_vec(&serde_json::json!({"spec": shared.lease_spec(i)})).expect("json");
     let r = shared
@@ -93,7 +96,10 @@ async fn renew_lease(shared: &Shared, i: usize) {
     }
 }
 
-async fn refresh_status(shared: &Shared, i: usize) {
+pub(crate) async fn refresh_status(shared: &Shared, i: usize) {
+    if shared.nodes[i].is_cut_off() {
+        return;
+    }
     let now = rfc3339(jiff::Timestamp::now());
     let name = &shared.nodes[i].name;
     match shared.post_status(i, &now).await {

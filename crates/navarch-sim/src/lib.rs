@@ -236,6 +236,46 @@ impl Sim {
         self.shared.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
+    /// Cuts the named nodes off from the API server, as a network
+    /// partition or a dead kubelet would: their Leases are no longer
+    /// renewed, their status no longer posted, their pods no longer
+    /// reported. Unknown names are an error.
+    pub fn partition(&self, names: &[&str]) -> Result<(), Error> {
+        for i in self.indices(names)? {
+            self.shared.nodes[i]
+                .cut_off
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reconnects partitioned nodes: each posts its status (Ready again)
+    /// and renews its Lease at once, and their pods are reported again.
+    pub async fn heal(&self, names: &[&str]) -> Result<(), Error> {
+        let now = node::rfc3339(jiff::Timestamp::now());
+        for i in self.indices(names)? {
+            self.shared.nodes[i]
+                .cut_off
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.shared.post_status(i, &now).await?;
+            heartbeat::renew_lease(&self.shared, i).await;
+        }
+        Ok(())
+    }
+
+    fn indices(&self, names: &[&str]) -> Result<Vec<usize>, Error> {
+        names
+            .iter()
+            .map(|n| {
+                self.shared.node_index(n).ok_or_else(|| Error::Config {
+                    field: "node",
+                    value: n.to_string(),
+                    reason: "no hollow node of that name".into(),
+                })
+            })
+            .collect()
+    }
+
     /// How long registering every node and Lease took.
     pub fn registered_in(&self) -> Duration {
         self.registered_in

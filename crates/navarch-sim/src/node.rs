@@ -158,6 +158,15 @@ pub(crate) struct HollowNode {
     pub ip: Ipv4Addr,
     /// The Node's uid, for the Lease's owner reference.
     pub uid: parking_lot::Mutex<Option<String>>,
+    /// Cut off from the API server ([`crate::Sim::partition`]): no Lease
+    /// renewals, no status, no pod reports.
+    pub cut_off: std::sync::atomic::AtomicBool,
+}
+
+impl HollowNode {
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A response: status code and body.
@@ -224,6 +233,7 @@ impl Shared {
                 name: format!("{}{i}", config.prefix),
                 ip: Ipv4Addr::from(NODE_NET + 1 + i as u32),
                 uid: parking_lot::Mutex::new(None),
+                cut_off: Default::default(),
             })
             .collect();
         let now = jiff::Timestamp::now();

@@ -167,6 +167,13 @@ fn is_terminal_or_running(phase: &str) -> bool {
     matches!(phase, "Running" | "Succeeded" | "Failed")
 }
 
+fn is_ready(status: &Value) -> bool {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True")
+}
+
 fn parse_ip(v: &Value) -> Option<Ipv4Addr> {
     v.as_str()?.parse().ok()
 }
@@ -201,8 +208,12 @@ impl Reporter {
         // A grace-0 delete was done already; finalizers hold the pod.
         let deleting = pod.metadata.deletion_timestamp.is_some()
             && pod.metadata.deletion_grace_period_seconds != Some(0);
-        if !deleting && (is_terminal_or_running(phase) || pod.metadata.deletion_timestamp.is_some())
-        {
+        // A Running pod marked not ready by someone else (the node
+        // controller, while this node was cut off) is reported again, as
+        // the kubelet's status manager does.
+        let settled =
+            is_terminal_or_running(phase) && (phase != "Running" || is_ready(&pod.status));
+        if !deleting && (settled || pod.metadata.deletion_timestamp.is_some()) {
             st.work.remove(&uid);
             return;
         }
@@ -240,6 +251,8 @@ impl Reporter {
         };
         let outcome = match job {
             None => None,
+            // A partitioned kubelet reports nothing; retried after healing.
+            Some(w) if self.shared.nodes[w.node].is_cut_off() => Some(Outcome::Retry),
             Some(w) if w.deleting => Some(self.delete(&w).await),
             Some(w) => Some(self.report_running(&w).await),
         };

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use navarch_controllers::leader::ElectionConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -112,10 +113,40 @@ struct ServerArgs {
     /// `default-scheduler` then wait for another one).
     #[arg(long)]
     disable_scheduler: bool,
-    /// Do not run the controllers (Deployments, ReplicaSets,
-    /// ReplicationControllers, garbage collection).
+    /// Do not run the controllers (workloads, garbage collection,
+    /// namespaces and service accounts, node lifecycle).
     #[arg(long)]
     disable_controllers: bool,
+    /// How long a node may go without renewing its Lease before it is
+    /// marked Unknown and tainted unreachable (e.g. `40s`, `2m`).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// `tolerationSeconds` of the `node.kubernetes.io/not-ready:NoExecute`
+    /// toleration added to every pod without one.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// `tolerationSeconds` of the `node.kubernetes.io/unreachable:NoExecute`
+    /// toleration added to every pod without one.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
+    /// Nodes per second, per zone, that may be tainted NoExecute (their
+    /// pods evicted) when nodes fail.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// The rate in a zone where more than `--unhealthy-zone-threshold` of
+    /// the nodes are down (0 for zones up to
+    /// `--large-cluster-size-threshold` nodes).
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// Fraction of not-Ready nodes (at least 3) that makes a zone unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// Zones up to this many nodes stop evicting when unhealthy.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
+    /// Terminated pods kept before the oldest are deleted (0: never).
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
     /// Scheduler settings: a `KubeSchedulerConfiguration` file
     /// (kubescheduler.config.k8s.io/v1; profiles, percentageOfNodesToScore,
     /// NodeResourcesFit scoring strategy, PodTopologySpread defaults).
@@ -152,6 +183,51 @@ fn main() -> Result<()> {
     })
 }
 
+/// `40s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 40s, 500ms, 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h)"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("invalid duration {s:?}: must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// This server's leader-election identity: `<hostname>_<id>`, the id kept
+/// in `DIR/server-id` so that a restarted server is the same candidate.
+fn server_identity(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join("server-id");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+        _ => {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            id
+        }
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "navarch".into());
+    Ok(format!("{host}_{id}"))
+}
+
 /// Opens the datastore named by `--datastore`.
 pub fn open_store(
     url: Option<&str>,
@@ -186,20 +262,63 @@ async fn server(args: ServerArgs) -> Result<()> {
     let mut config = navarch_apiserver::Config::new(&args.data_dir, &args.listen);
     config.tls_sans = args.tls_san;
     config.write_kubeconfig = args.write_kubeconfig;
+    config.default_toleration_seconds = navarch_apiserver::DefaultTolerations {
+        not_ready: args.default_not_ready_toleration_seconds,
+        unreachable: args.default_unreachable_toleration_seconds,
+    };
     let running = navarch_apiserver::start(config, store, shutdown.clone()).await?;
     eprintln!(
         "navarch server ready at {} (KUBECONFIG={})",
         running.url,
         running.kubeconfig.display()
     );
+    // With several servers on one store only the Lease holder runs the
+    // scheduler and the controllers; a restarted server keeps its identity.
+    let identity = server_identity(&args.data_dir)?;
     if !args.disable_scheduler {
-        navarch_controllers::scheduler::spawn(running.server.clone(), scheduler, shutdown.clone());
+        let server = running.server.clone();
+        navarch_controllers::leader::run(
+            running.server.clone(),
+            ElectionConfig::new("kube-scheduler", &identity),
+            shutdown.clone(),
+            move |leading| {
+                navarch_controllers::scheduler::spawn(server.clone(), scheduler.clone(), leading);
+            },
+        );
     }
     if !args.disable_controllers {
-        navarch_controllers::replicaset::spawn(running.server.clone(), shutdown.clone());
-        navarch_controllers::disruption::spawn(running.server.clone(), shutdown.clone());
-        navarch_controllers::deployment::spawn(running.server.clone(), shutdown.clone());
-        navarch_controllers::gc::spawn(running.server.clone(), shutdown.clone());
+        let node_lifecycle = navarch_controllers::nodelifecycle::NodeLifecycleOptions {
+            grace_period: args.node_monitor_grace_period,
+            eviction_rate: args.node_eviction_rate,
+            secondary_eviction_rate: args.secondary_node_eviction_rate,
+            unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+            large_cluster_threshold: args.large_cluster_size_threshold,
+            ..Default::default()
+        };
+        let pod_gc = navarch_controllers::podgc::PodGcOptions {
+            threshold: args.terminated_pod_gc_threshold,
+            ..Default::default()
+        };
+        let server = running.server.clone();
+        navarch_controllers::leader::run(
+            running.server.clone(),
+            ElectionConfig::new("kube-controller-manager", &identity),
+            shutdown.clone(),
+            move |leading| {
+                let s = || server.clone();
+                navarch_controllers::replicaset::spawn(s(), leading.clone());
+                navarch_controllers::disruption::spawn(s(), leading.clone());
+                navarch_controllers::deployment::spawn(s(), leading.clone());
+                navarch_controllers::gc::spawn(s(), leading.clone());
+                navarch_controllers::namespace::spawn(s(), leading.clone());
+                navarch_controllers::nodelifecycle::spawn(
+                    s(),
+                    node_lifecycle.clone(),
+                    leading.clone(),
+                );
+                navarch_controllers::podgc::spawn(s(), pod_gc.clone(), leading.clone());
+            },
+        );
     }
     if !args.disable_agent {
         // The built-in agent joins over loopback like any other agent.

@@ -54,16 +54,23 @@ impl Cluster {
     /// The API server, the scheduler and the replication controller;
     /// with `deployments`, the Deployment controller too.
     pub async fn start_with(deployments: bool) -> Cluster {
+        Cluster::start_configured(deployments, |_| {}).await
+    }
+
+    /// As [`Cluster::start_with`], with the API server's configuration
+    /// adjusted by `tweak` first.
+    pub async fn start_configured(
+        deployments: bool,
+        tweak: impl FnOnce(&mut navarch_apiserver::Config),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let shutdown = CancellationToken::new();
-        let running = navarch_apiserver::start(
-            navarch_apiserver::Config::new(dir.path(), "127.0.0.1:0"),
-            store,
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let mut config = navarch_apiserver::Config::new(dir.path(), "127.0.0.1:0");
+        tweak(&mut config);
+        let running = navarch_apiserver::start(config, store, shutdown.clone())
+            .await
+            .unwrap();
         scheduler::spawn(
             running.server.clone(),
             scheduler::SchedulerOptions {
