@@ -520,7 +520,7 @@ async fn evictions_spend_the_budget_and_get_429_once_it_is_spent() {
 async fn unhealthy_pods_go_when_the_policy_is_always_allow() {
     let (c, _) = start(0).await;
     c.node("n1", "8").await;
-    let (_, names) = ready_replica_set(&c, "web", 3).await;
+    let (id, names) = ready_replica_set(&c, "web", 3).await;
     c.create(pdbs(), pdb("web", "web", json!({"minAvailable": 3})))
         .await;
     c.wait_status(
@@ -541,6 +541,26 @@ async fn unhealthy_pods_go_when_the_policy_is_always_allow() {
         e.causes[0].message,
         "The disruption budget web needs 3 healthy pods and has 1 currently"
     );
+    // A Pending pod (bound, never run) goes whatever the budget says.
+    c.patch(
+        rt("apps", "replicasets"),
+        "web",
+        json!({"spec": {"replicas": 4}}),
+    )
+    .await;
+    c.wait("a fourth pod", |c| c.owned(&id).len() == 4).await;
+    let pending = c
+        .owned(&id)
+        .iter()
+        .map(name)
+        .find(|n| !names.contains(n))
+        .unwrap();
+    assert_eq!(
+        pod(&c, &pending).await.unwrap()["status"]["phase"],
+        "Pending"
+    );
+    evict(&c, &pending, Value::Null, false).await.unwrap();
+    assert!(terminating(&c, &pending).await);
     // AlwaysAllow: unhealthy pods go whatever the budget says; healthy
     // ones do not.
     c.patch(
