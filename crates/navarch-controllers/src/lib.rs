@@ -23,10 +23,15 @@
 //!   unscheduled terminating pods).
 //! * [`leader`]: leader election on a Lease, guarding the controllers and
 //!   the scheduler.
+//! * [`daemonset`], [`statefulset`]: DaemonSets (one pod per fitting
+//!   node, pinned by node affinity) and StatefulSets (ordinal pods, ordered
+//!   or parallel), with RollingUpdate/OnDelete over ControllerRevisions
+//!   ([`revision`]).
 //! * [`scheduler`]: the pod scheduler's driver around the pure
 //!   `navarch-scheduler` placement and its ledger.
 
 pub mod config;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod events;
@@ -38,6 +43,8 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod queue;
 pub mod replicaset;
+pub mod revision;
 pub mod scheduler;
+pub mod statefulset;
 
 pub use scheduler::{Profile, Scheduler, SchedulerOptions, DEFAULT_SCHEDULER_NAME};
