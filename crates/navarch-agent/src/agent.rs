@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub port: Option<u16>,
     /// Extra Node labels.
     pub labels: BTreeMap<String, String>,
+    /// `leaseDurationSeconds` of the node Lease; renewed every quarter of
+    /// it (the kubelet's `nodeLeaseDurationSeconds`, default 40).
+    pub lease_duration_seconds: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,7 @@ pub async fn start(
         data_dir: config.data_dir.clone(),
         labels: config.labels.clone(),
         runtime_version: runtime.version(),
+        lease_duration_seconds: config.lease_duration_seconds,
     };
     let ctx = Arc::new(NodeContext {
         node_name: config.node_name.clone(),

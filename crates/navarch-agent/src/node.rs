@@ -1,7 +1,8 @@
 //! The Node object: registration, status kept true to the machine, and the
 //! Lease heartbeat in `kube-node-lease`.
 //!
-//! The Lease is renewed every [`LEASE_RENEW`]; the Node's status is written
+//! The Lease is renewed every quarter of its duration (10 s of
+//! [`LEASE_DURATION_SECONDS`] by default); the Node's status is written
 //! when it changes (a condition flips, capacity changes) and otherwise only
 //! every [`STATUS_REFRESH`], as the kubelet does since node leases exist.
 
@@ -22,10 +23,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How often the Lease is renewed.
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// `leaseDurationSeconds` of the node Lease (the node lifecycle grace period).
-pub const LEASE_DURATION_SECONDS: i32 = 40;
+/// Default `leaseDurationSeconds` of the node Lease (the kubelet's).
+pub const LEASE_DURATION_SECONDS: u32 = 40;
 /// How often the Node status is written when nothing changed.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(300);
 /// Memory kept back from allocatable (the kubelet's default hard eviction
@@ -44,6 +43,8 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub runtime_version: String,
+    /// The Lease's duration; it is renewed every quarter of it.
+    pub lease_duration_seconds: u32,
 }
 
 /// Facts read from the machine.
@@ -302,7 +303,8 @@ pub async fn heartbeat(client: kube::Client, spec: NodeSpec, cancel: Cancellatio
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let mut written: Option<(Value, Instant)> = None;
-    let mut tick = tokio::time::interval(LEASE_RENEW);
+    let lease_seconds = spec.lease_duration_seconds.max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(u64::from(lease_seconds) * 250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -353,11 +355,11 @@ pub async fn heartbeat(client: kube::Client, spec: NodeSpec, cancel: Cancellatio
                 Err(e) => warn!(error = %e, "updating node status failed"),
             }
         }
-        renew_lease(&leases, &spec.name, node_uid).await;
+        renew_lease(&leases, &spec.name, node_uid, lease_seconds).await;
     }
 }
 
-async fn renew_lease(leases: &Api<Lease>, node: &str, node_uid: Option<String>) {
+async fn renew_lease(leases: &Api<Lease>, node: &str, node_uid: Option<String>, seconds: u32) {
     // Leases carry MicroTime.
     let micro = format!(
         "{}Z",
@@ -365,7 +367,7 @@ async fn renew_lease(leases: &Api<Lease>, node: &str, node_uid: Option<String>) 
             .to_datetime(Timestamp::now())
             .strftime("%Y-%m-%dT%H:%M:%S%.6f")
     );
-    let patch = json!({"spec": {"holderIdentity": node, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": micro}});
+    let patch = json!({"spec": {"holderIdentity": node, "leaseDurationSeconds": seconds, "renewTime": micro}});
     match leases
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -405,6 +407,7 @@ mod tests {
             data_dir: std::env::temp_dir(),
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
             runtime_version: "process://0.1.0".into(),
+            lease_duration_seconds: LEASE_DURATION_SECONDS,
         };
         let m = Machine::read(&spec.data_dir);
         assert!(m.cpus >= 1 && m.memory_bytes > 0);

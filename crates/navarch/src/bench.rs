@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Which benchmark: `api` (API server writes, lists, watches), `agent`
-    /// (pod startup on one node) or `scheduler` (pods/s and creation-to-binding
-    /// latency on hollow nodes, workloads after upstream's scheduler_perf).
+    /// (pod startup on one node), `scheduler` (pods/s and creation-to-binding
+    /// latency on hollow nodes, workloads after upstream's scheduler_perf) or
+    /// `controllers` (a Deployment's rollout and rolling update, node
+    /// failure and namespace deletion on hollow nodes).
     pub which: String,
     /// Target an existing cluster instead of starting a server.
     #[arg(long)]
@@ -20,10 +22,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Pods to create (default: api 150,000; agent 100; scheduler 10,000
-    /// measured pods, plus the workload's init pods).
+    /// measured pods, plus the workload's init pods; controllers 10,000
+    /// replicas).
     #[arg(long)]
     pub pods: Option<usize>,
-    /// Hollow nodes (`bench scheduler`).
+    /// Hollow nodes (`bench scheduler`, `bench controllers`).
     #[arg(long, default_value_t = 5000)]
     pub nodes: usize,
     /// Workload (`bench scheduler`): SchedulingBasic, SchedulingNodeAffinity,
@@ -154,7 +157,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "api" => api(args).await,
         "agent" => crate::bench_agent::run(args).await,
         "scheduler" => crate::bench_scheduler::run(args).await,
-        other => bail!("unknown benchmark {other:?}; available: api, agent, scheduler"),
+        "controllers" => crate::bench_controllers::run(args).await,
+        other => {
+            bail!("unknown benchmark {other:?}; available: api, agent, scheduler, controllers")
+        }
     }
 }
 

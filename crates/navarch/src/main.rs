@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 mod bench;
 mod bench_agent;
+mod bench_controllers;
 mod bench_scheduler;
 mod sim;
 
@@ -66,6 +67,11 @@ struct AgentRuntimeArgs {
     /// Extra node labels, `key=value` (repeatable).
     #[arg(long = "node-label")]
     node_labels: Vec<String>,
+    /// `leaseDurationSeconds` of the node's Lease, renewed every quarter
+    /// of it; keep it under the server's `--node-monitor-grace-period`.
+    #[arg(long, default_value_t = navarch_agent::node::LEASE_DURATION_SECONDS,
+          value_parser = clap::value_parser!(u32).range(4..))]
+    node_lease_duration_seconds: u32,
 }
 
 #[derive(clap::Args)]
@@ -307,6 +313,8 @@ async fn server(args: ServerArgs) -> Result<()> {
             move |leading| {
                 let s = || server.clone();
                 navarch_controllers::replicaset::spawn(s(), leading.clone());
+                navarch_controllers::daemonset::spawn(s(), leading.clone());
+                navarch_controllers::statefulset::spawn(s(), leading.clone());
                 navarch_controllers::disruption::spawn(s(), leading.clone());
                 navarch_controllers::deployment::spawn(s(), leading.clone());
                 navarch_controllers::gc::spawn(s(), leading.clone());
@@ -378,6 +386,7 @@ fn agent_config(
         node_ip: args.node_ip,
         port: args.agent_port,
         labels,
+        lease_duration_seconds: args.node_lease_duration_seconds,
     })
 }
 

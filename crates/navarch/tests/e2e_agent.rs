@@ -463,52 +463,6 @@ fn memory_limit_oom_kills_and_bad_input_is_reported() {
     c.wait_running("ok");
 }
 
-/// A standalone `navarch agent` process.
-struct AgentProc {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-    node: String,
-}
-
-impl AgentProc {
-    fn start(server: &TestServer, node: &str, dir: &std::path::Path) -> AgentProc {
-        let token = std::fs::read_to_string(server.dir.path().join("node-token")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_navarch"))
-            .args([
-                "agent",
-                "--server",
-                &server.url(),
-                "--token",
-                token.trim(),
-                "--node-name",
-                node,
-            ])
-            .args(["--agent-port", "0", "--node-ip", "127.0.0.1", "--data-dir"])
-            .arg(dir)
-            .env(
-                "NAVARCH_LOG",
-                std::env::var("NAVARCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        AgentProc {
-            child,
-            dir: dir.to_path_buf(),
-            node: node.to_string(),
-        }
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        kill_node_processes(&self.node);
-        kill_shims(&self.dir);
-    }
-}
-
 #[test]
 fn second_agent_joins_and_a_restarted_agent_adopts_its_pods() {
     let Some(c) = Cluster::start("e2e-main") else {

@@ -227,6 +227,59 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A standalone `navarch agent` process (process runtime, loopback node
+/// IP, free agent port); on drop it is killed with its containers.
+pub struct AgentProc {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub node: String,
+}
+
+impl AgentProc {
+    pub fn start(server: &TestServer, node: &str, dir: &Path) -> AgentProc {
+        Self::start_with(server, node, dir, &[])
+    }
+
+    pub fn start_with(server: &TestServer, node: &str, dir: &Path, extra: &[&str]) -> AgentProc {
+        let token = std::fs::read_to_string(server.dir.path().join("node-token")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_navarch"))
+            .args([
+                "agent",
+                "--server",
+                &server.url(),
+                "--token",
+                token.trim(),
+                "--node-name",
+                node,
+            ])
+            .args(["--agent-port", "0", "--node-ip", "127.0.0.1"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir)
+            .env(
+                "NAVARCH_LOG",
+                std::env::var("NAVARCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        AgentProc {
+            child,
+            dir: dir.to_path_buf(),
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_node_processes(&self.node);
+        kill_shims(&self.dir);
+    }
+}
+
 /// Kills every process left in the cgroups of node `node` (containers keep
 /// running when an agent stops, by design; tests must not leak them).
 pub fn kill_node_processes(node: &str) {
