@@ -95,4 +95,63 @@ pub async fn bootstrap(server: &ApiServer, advertise_ip: &str, port: u16) {
             ensure(server, "", "endpoints", Some("default"), json!({"metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}, "subsets": subsets})).await;
         }
     }
+    // Its EndpointSlice, as upstream's endpoints reconciler writes it (the
+    // Service has no selector: no controller writes either).
+    let address_type = if advertise_ip.contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let slice = json!({"metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": address_type, "endpoints": [{"addresses": [advertise_ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    let esrt = lookup("discovery.k8s.io", "v1", "endpointslices").expect("served");
+    let same = |cur: &serde_json::Value| {
+        cur["metadata"]["labels"] == slice["metadata"]["labels"]
+            && ["addressType", "endpoints", "ports"]
+                .iter()
+                .all(|f| cur[f] == slice[f])
+    };
+    match server.read(esrt, Some("default"), "kubernetes").await {
+        Ok((cur, _)) if same(&cur) => {}
+        // The address type is immutable: a changed one is a new slice.
+        Ok((cur, _)) if cur["addressType"] != address_type => {
+            let _ = server
+                .delete(esrt, Some("default"), "kubernetes", &Default::default())
+                .await;
+            ensure(
+                server,
+                "discovery.k8s.io",
+                "endpointslices",
+                Some("default"),
+                slice,
+            )
+            .await;
+        }
+        Ok(_) => {
+            if let Err(e) = server
+                .update(
+                    esrt,
+                    Some("default"),
+                    "kubernetes",
+                    None,
+                    slice,
+                    &WriteOptions::default(),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "updating the kubernetes endpoint slice failed");
+            }
+        }
+        Err(_) => {
+            ensure(
+                server,
+                "discovery.k8s.io",
+                "endpointslices",
+                Some("default"),
+                slice,
+            )
+            .await
+        }
+    }
 }

@@ -23,27 +23,25 @@
 //!   unscheduled terminating pods).
 //! * [`leader`]: leader election on a Lease, guarding the controllers and
 //!   the scheduler.
-//! * [`job`]: Jobs (tracking with finalizers, completions, parallelism,
-//!   Indexed, backoff limit and delay, deadline, suspend) and the
-//!   TTL-after-finished controller.
-//! * [`cronjob`]: CronJobs (our cron parser with time zones, missed
-//!   schedules, concurrency policies, history limits).
 //! * [`daemonset`], [`statefulset`]: DaemonSets (one pod per fitting
 //!   node, pinned by node affinity) and StatefulSets (ordinal pods, ordered
 //!   or parallel), with RollingUpdate/OnDelete over ControllerRevisions
 //!   ([`revision`]).
+//! * [`endpoints`], [`endpointslice`]: Endpoints and EndpointSlices for
+//!   Services with a selector (one task, shared pod index; slices packed
+//!   at most 100 endpoints each, updated in place).
 //! * [`scheduler`]: the pod scheduler's driver around the pure
 //!   `navarch-scheduler` placement and its ledger.
 
 pub mod config;
-pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod informer;
-pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
