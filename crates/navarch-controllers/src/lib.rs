@@ -23,6 +23,11 @@
 //!   unscheduled terminating pods).
 //! * [`leader`]: leader election on a Lease, guarding the controllers and
 //!   the scheduler.
+//! * [`job`]: Jobs (tracking with finalizers, completions, parallelism,
+//!   Indexed, backoff limit and delay, deadline, suspend) and the
+//!   TTL-after-finished controller.
+//! * [`cronjob`]: CronJobs (our cron parser with time zones, missed
+//!   schedules, concurrency policies, history limits).
 //! * [`daemonset`], [`statefulset`]: DaemonSets (one pod per fitting
 //!   node, pinned by node affinity) and StatefulSets (ordinal pods, ordered
 //!   or parallel), with RollingUpdate/OnDelete over ControllerRevisions
@@ -34,6 +39,7 @@
 //!   `navarch-scheduler` placement and its ledger.
 
 pub mod config;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -42,6 +48,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
