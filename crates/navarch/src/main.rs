@@ -315,6 +315,8 @@ async fn server(args: ServerArgs) -> Result<()> {
                 navarch_controllers::replicaset::spawn(s(), leading.clone());
                 navarch_controllers::daemonset::spawn(s(), leading.clone());
                 navarch_controllers::statefulset::spawn(s(), leading.clone());
+                navarch_controllers::job::spawn(s(), leading.clone());
+                navarch_controllers::cronjob::spawn(s(), leading.clone());
                 navarch_controllers::disruption::spawn(s(), leading.clone());
                 navarch_controllers::deployment::spawn(s(), leading.clone());
                 navarch_controllers::gc::spawn(s(), leading.clone());
