@@ -313,6 +313,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             move |leading| {
                 let s = || server.clone();
                 navarch_controllers::replicaset::spawn(s(), leading.clone());
+                navarch_controllers::endpoints::spawn(s(), leading.clone());
                 navarch_controllers::daemonset::spawn(s(), leading.clone());
                 navarch_controllers::statefulset::spawn(s(), leading.clone());
                 navarch_controllers::job::spawn(s(), leading.clone());
