@@ -57,7 +57,7 @@
 //! server maintains; when it is absent (this API server does not set it)
 //! `metadata.generation` stands in, which changes with every template
 //! change too. Pods left on deleted nodes are not this controller's to
-//! delete (upstream's pod garbage collector does that).
+//! delete: the pod garbage collector (`crate::podgc`) does, as upstream's.
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
