@@ -72,7 +72,8 @@ pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
         recorder,
         owners: HashMap::new(),
         pods: HashMap::new(),
-        by_ns: HashMap::new(),
+        by_controller: HashMap::new(),
+        orphans: HashMap::new(),
         queue: WorkQueue::default(),
         expectations: HashMap::new(),
         busy: HashSet::new(),
@@ -336,7 +337,10 @@ struct Plan {
     next_check: Option<i64>,
     /// Adoption and release patches, by pod name.
     claims: Vec<(String, Value)>,
-    /// The active controlled pods, in deletion order: (rank, name, uid).
+    /// How many active pods it controls.
+    owned_count: usize,
+    /// When there are too many, the active controlled pods in deletion
+    /// order: (rank, name, uid); empty otherwise.
     owned: Vec<(Rank, String, String)>,
     /// Whether to create or delete (expectations met, owner not deleting).
     manage: bool,
@@ -350,7 +354,10 @@ struct Controller {
     owners: HashMap<OwnerKey, Owner>,
     /// Pods by `namespace/name`.
     pods: HashMap<String, Pod>,
-    by_ns: HashMap<String, BTreeSet<String>>,
+    /// Pod keys by their controller's uid (RS/RC controllers only).
+    by_controller: HashMap<String, BTreeSet<String>>,
+    /// Pod keys without a controller, by namespace (adoption candidates).
+    orphans: HashMap<String, BTreeSet<String>>,
     queue: WorkQueue<OwnerKey>,
     expectations: HashMap<OwnerKey, Expectations>,
     /// Owners with writes in flight: not synced until they are done.
@@ -467,10 +474,10 @@ impl Controller {
             for k in owners {
                 self.enqueue(k);
             }
-            self.by_ns
-                .entry(o.namespace.clone())
-                .or_default()
-                .insert(key.clone());
+            if let Some(old) = &old {
+                self.unindex(&key, old);
+            }
+            self.index(&key, &pod);
             self.pods.insert(key, pod);
         } else if let Some(k) = Kind::from_str(kind) {
             let key = (k, o.namespace.clone(), o.name.clone());
@@ -494,9 +501,7 @@ impl Controller {
             let Some(pod) = self.pods.remove(&key) else {
                 return;
             };
-            if let Some(ns) = self.by_ns.get_mut(&o.namespace) {
-                ns.remove(&key);
-            }
+            self.unindex(&key, &pod);
             self.deletion_observed(&None, &pod);
             for k in self.interested(&pod) {
                 self.enqueue(k);
@@ -508,6 +513,37 @@ impl Controller {
             self.failures.remove(&key);
             self.backoff.forget(&key);
             self.not_before.remove(&key);
+        }
+    }
+
+    /// The index a pod's claim is looked up in: its controller's, or its
+    /// namespace's orphans.
+    fn index_of<'a>(
+        map: &'a mut HashMap<String, BTreeSet<String>>,
+        orphans: &'a mut HashMap<String, BTreeSet<String>>,
+        pod: &Pod,
+    ) -> Option<(&'a mut HashMap<String, BTreeSet<String>>, String)> {
+        match (&pod.controller, pod.foreign_controller) {
+            (Some((_, _, uid)), _) => Some((map, uid.clone())),
+            (None, false) => Some((orphans, pod.namespace.clone())),
+            (None, true) => None,
+        }
+    }
+
+    fn index(&mut self, key: &str, pod: &Pod) {
+        if let Some((m, k)) = Self::index_of(&mut self.by_controller, &mut self.orphans, pod) {
+            m.entry(k).or_default().insert(key.to_string());
+        }
+    }
+
+    fn unindex(&mut self, key: &str, pod: &Pod) {
+        if let Some((m, k)) = Self::index_of(&mut self.by_controller, &mut self.orphans, pod) {
+            if let Some(set) = m.get_mut(&k) {
+                set.remove(key);
+                if set.is_empty() {
+                    m.remove(&k);
+                }
+            }
         }
     }
 
@@ -601,7 +637,14 @@ impl Controller {
         let mut owned: Vec<&Pod> = Vec::new();
         let mut patches: Vec<(String, Value)> = Vec::new();
         let controller_ref = controller_ref(*kind, name, &owner.uid);
-        for pk in self.by_ns.get(ns).into_iter().flatten() {
+        // Only this owner's pods and the namespace's orphans can be claimed.
+        let candidates = self
+            .by_controller
+            .get(&owner.uid)
+            .into_iter()
+            .flatten()
+            .chain(self.orphans.get(ns).into_iter().flatten());
+        for pk in candidates {
             let Some(p) = self.pods.get(pk) else { continue };
             if !p.active() {
                 continue;
@@ -659,11 +702,15 @@ impl Controller {
             })
             .count();
         let status = self.status(key, owner, owned.len(), fully_labeled, ready, available);
-        let mut ranked: Vec<(Rank, String, String)> = owned
-            .iter()
-            .map(|p| (p.deletion_rank(), p.name.clone(), p.uid.clone()))
-            .collect();
-        ranked.sort();
+        // Ranked only when some must go.
+        let mut ranked: Vec<(Rank, String, String)> = Vec::new();
+        if owned.len() > owner.replicas {
+            ranked = owned
+                .iter()
+                .map(|p| (p.deletion_rank(), p.name.clone(), p.uid.clone()))
+                .collect();
+            ranked.sort();
+        }
         let met = self.expectations.get(key).is_none_or(|e| e.met())
             && self
                 .not_before
@@ -680,6 +727,7 @@ impl Controller {
             status,
             next_check,
             claims: patches,
+            owned_count: owned.len(),
             owned: ranked,
             manage: met && !owner.deleting,
             replicas: owner.replicas,
@@ -760,7 +808,7 @@ impl Controller {
             return;
         }
         let owner_ref = plan.owner_ref;
-        let diff = plan.owned.len() as i64 - plan.replicas as i64;
+        let diff = plan.owned_count as i64 - plan.replicas as i64;
         if diff < 0 {
             let n = (-diff as usize).min(BURST_REPLICAS);
             self.expectations.insert(
