@@ -50,6 +50,7 @@
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
+use crate::pods_rt;
 use crate::queue::{Backoff, WorkQueue};
 use navarch_api::patch::PatchType;
 use navarch_api::registry::lookup;
@@ -109,9 +110,6 @@ pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
     });
 }
 
-fn pods_rt() -> &'static ResourceType {
-    lookup("", "v1", "pods").expect("pods")
-}
 fn rs_rt() -> &'static ResourceType {
     lookup("apps", "v1", "replicasets").expect("replicasets")
 }

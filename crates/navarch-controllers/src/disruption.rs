@@ -47,7 +47,8 @@
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
 use crate::queue::{Backoff, WorkQueue};
-use navarch_api::registry::{lookup, REGISTRY};
+use crate::{pods_rt, rt};
+use navarch_api::registry::REGISTRY;
 use navarch_api::selector::LabelSelector;
 use navarch_api::{ApiError, ResourceType, Subresource};
 use navarch_apiserver::cache::CachedObject;
@@ -124,12 +125,6 @@ pub fn spawn_with(server: Arc<ApiServer>, options: Options, shutdown: Cancellati
     });
 }
 
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    lookup(group, "v1", plural).expect("served")
-}
-fn pods_rt() -> &'static ResourceType {
-    rt("", "pods")
-}
 fn pdb_rt() -> &'static ResourceType {
     rt("policy", "poddisruptionbudgets")
 }

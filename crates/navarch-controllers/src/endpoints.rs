@@ -80,8 +80,8 @@ use crate::endpointslice::{
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
 use crate::queue::{Backoff, WorkQueue};
+use crate::{pods_rt, rt};
 use jiff::Timestamp;
-use navarch_api::registry::lookup;
 use navarch_api::ResourceType;
 use navarch_apiserver::cache::CachedObject;
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
@@ -161,14 +161,8 @@ pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
     });
 }
 
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    lookup(group, "v1", plural).expect("built-in kind served")
-}
 fn services_rt() -> &'static ResourceType {
     rt("", "services")
-}
-fn pods_rt() -> &'static ResourceType {
-    rt("", "pods")
 }
 fn nodes_rt() -> &'static ResourceType {
     rt("", "nodes")

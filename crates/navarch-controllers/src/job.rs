@@ -55,6 +55,7 @@
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
+use crate::pods_rt;
 use crate::queue::{Backoff, WorkQueue};
 use jiff::Timestamp;
 use navarch_api::patch::PatchType;
@@ -149,9 +150,6 @@ pub fn spawn_with(server: Arc<ApiServer>, opts: JobOptions, shutdown: Cancellati
     });
 }
 
-fn pods_rt() -> &'static ResourceType {
-    lookup("", "v1", "pods").expect("pods")
-}
 fn jobs_rt() -> &'static ResourceType {
     lookup("batch", "v1", "jobs").expect("jobs")
 }

@@ -60,3 +60,19 @@ pub mod scheduler;
 pub mod statefulset;
 
 pub use scheduler::{Profile, Scheduler, SchedulerOptions, DEFAULT_SCHEDULER_NAME};
+
+/// A built-in `v1` resource type of `group` (`""` for the core group).
+pub(crate) fn rt(group: &str, plural: &str) -> &'static navarch_api::ResourceType {
+    navarch_api::registry::lookup(group, "v1", plural).expect("built-in kind served")
+}
+
+pub(crate) fn pods_rt() -> &'static navarch_api::ResourceType {
+    rt("", "pods")
+}
+
+/// Whether a cached object is being deleted; only objects whose bytes
+/// mention `deletionTimestamp` are parsed.
+pub(crate) fn deleting(o: &navarch_apiserver::cache::CachedObject) -> bool {
+    o.bytes.windows(17).any(|w| w == b"deletionTimestamp")
+        && !o.value()["metadata"]["deletionTimestamp"].is_null()
+}

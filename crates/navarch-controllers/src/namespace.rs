@@ -22,9 +22,9 @@
 use crate::events::Recorder;
 use crate::informer::{Batch, Change, Informer};
 use crate::queue::{Backoff, WorkQueue};
+use crate::rt;
 use navarch_api::patch::PatchType;
-use navarch_api::registry::lookup;
-use navarch_api::{ApiError, ResourceType, Subresource, REGISTRY};
+use navarch_api::{ApiError, Subresource, REGISTRY};
 use navarch_apiserver::cache::Filter;
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
 use serde_json::{json, Value};
@@ -40,10 +40,6 @@ const COMPONENT: &str = "namespace-controller";
 const DELETE_CONCURRENCY: usize = 128;
 /// How soon a namespace with objects still going away is looked at again.
 const RECHECK: Duration = Duration::from_millis(200);
-
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    lookup(group, "v1", plural).expect("served")
-}
 
 /// Starts both controllers on `server`'s watch cache; they stop with
 /// `shutdown`.
@@ -264,18 +260,14 @@ async fn finalize(server: &Arc<ApiServer>, ns: &str) -> Result<Pass, ApiError> {
                 format!("{}.{}", r.plural, r.group)
             };
             *left.by_resource.entry(resource).or_default() += 1;
-            // Only objects already being deleted need parsing.
-            let marked = o.bytes.windows(17).any(|w| w == b"deletionTimestamp");
-            if marked {
+            if crate::deleting(&o) {
                 let v = o.value();
-                if !v["metadata"]["deletionTimestamp"].is_null() {
-                    for f in v["metadata"]["finalizers"].as_array().into_iter().flatten() {
-                        if let Some(f) = f.as_str() {
-                            *left.finalizers.entry(f.to_string()).or_default() += 1;
-                        }
+                for f in v["metadata"]["finalizers"].as_array().into_iter().flatten() {
+                    if let Some(f) = f.as_str() {
+                        *left.finalizers.entry(f.to_string()).or_default() += 1;
                     }
-                    continue;
                 }
+                continue;
             }
             while deletes.len() >= DELETE_CONCURRENCY {
                 if let Some(Ok(Err(e))) = deletes.join_next().await {

@@ -48,9 +48,9 @@
 
 use crate::events::{ObjectRef, Recorder};
 use crate::informer::{Batch, Change, Informer};
+use crate::rt;
 use navarch_api::patch::PatchType;
-use navarch_api::registry::lookup;
-use navarch_api::{ApiError, ResourceType, Subresource};
+use navarch_api::{ApiError, Subresource};
 use navarch_apiserver::cache::CachedObject;
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
 use navarch_scheduler::{Effect, Taint, Toleration};
@@ -97,10 +97,6 @@ impl Default for NodeLifecycleOptions {
             large_cluster_threshold: 50,
         }
     }
-}
-
-fn rt(group: &str, plural: &str) -> &'static ResourceType {
-    lookup(group, "v1", plural).expect("served")
 }
 
 /// Starts the controller on `server`'s watch cache; it stops with

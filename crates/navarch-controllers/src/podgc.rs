@@ -15,9 +15,9 @@
 //!   non-graceful node shutdown) are force-deleted.
 
 use crate::informer::{Batch, Change, Informer};
+use crate::rt;
 use navarch_api::patch::PatchType;
-use navarch_api::registry::lookup;
-use navarch_api::{ApiError, ResourceType, Subresource};
+use navarch_api::{ApiError, Subresource};
 use navarch_apiserver::cache::CachedObject;
 use navarch_apiserver::{ApiServer, DeleteOptions, WriteOptions};
 use serde_json::json;
@@ -51,14 +51,10 @@ impl Default for PodGcOptions {
     }
 }
 
-fn rt(plural: &str) -> &'static ResourceType {
-    lookup("", "v1", plural).expect("served")
-}
-
 /// Starts the collector; it stops with `shutdown`.
 pub fn spawn(server: Arc<ApiServer>, options: PodGcOptions, shutdown: CancellationToken) {
     let (tx, mut rx) = mpsc::channel(64);
-    for r in [rt("nodes"), rt("pods")] {
+    for r in [rt("", "nodes"), rt("", "pods")] {
         Informer::start(server.cache.clone(), r, tx.clone(), shutdown.clone());
     }
     drop(tx);
@@ -170,8 +166,7 @@ impl PodGc {
             if phase == "Succeeded" || phase == "Failed" {
                 terminated.push(o);
             }
-            let terminating = o.bytes.windows(17).any(|w| w == b"deletionTimestamp")
-                && !o.value()["metadata"]["deletionTimestamp"].is_null();
+            let terminating = crate::deleting(o);
             if node.is_empty() {
                 if terminating {
                     victims.push((key.clone(), Reason::UnscheduledTerminating));
@@ -261,7 +256,7 @@ async fn delete(
             "lastTransitionTime": now}]}});
         let r = server
             .patch(
-                rt("pods"),
+                rt("", "pods"),
                 Some(ns),
                 name,
                 Some(Subresource::Status),
@@ -283,7 +278,7 @@ async fn delete(
         ..Default::default()
     };
     server
-        .delete(rt("pods"), Some(ns), name, &opts)
+        .delete(rt("", "pods"), Some(ns), name, &opts)
         .await
         .map(|_| ())
 }

@@ -119,8 +119,9 @@ struct ServerArgs {
     /// `default-scheduler` then wait for another one).
     #[arg(long)]
     disable_scheduler: bool,
-    /// Do not run the controllers (workloads, garbage collection,
-    /// namespaces and service accounts, node lifecycle).
+    /// Do not run the controllers (Deployments, ReplicaSets, DaemonSets,
+    /// StatefulSets, Jobs, CronJobs, endpoints, disruption budgets, garbage
+    /// collection, namespaces and service accounts, node lifecycle).
     #[arg(long)]
     disable_controllers: bool,
     /// How long a node may go without renewing its Lease before it is
