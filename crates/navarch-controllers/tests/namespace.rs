@@ -12,7 +12,12 @@ use navarch_controllers::namespace;
 use serde_json::json;
 use std::time::Duration;
 
-fn count(c: &Cluster, group: &str, plural: &str, ns: &str) -> usize {
+fn list(
+    c: &Cluster,
+    group: &str,
+    plural: &str,
+    ns: &str,
+) -> Vec<std::sync::Arc<navarch_apiserver::cache::CachedObject>> {
     c.server
         .cache
         .kind(rt(group, plural))
@@ -24,7 +29,10 @@ fn count(c: &Cluster, group: &str, plural: &str, ns: &str) -> usize {
             0,
         )
         .items
-        .len()
+}
+
+fn count(c: &Cluster, group: &str, plural: &str, ns: &str) -> usize {
+    list(c, group, plural, ns).len()
 }
 
 async fn create_ns(c: &Cluster, name: &str) {
@@ -48,6 +56,7 @@ async fn every_namespace_gets_and_keeps_its_default_service_account() {
         count(c, "", "serviceaccounts", "team") == 1
     })
     .await;
+    let first = list(&c, "", "serviceaccounts", "team")[0].mod_revision;
     c.server
         .delete(
             rt("", "serviceaccounts"),
@@ -57,8 +66,11 @@ async fn every_namespace_gets_and_keeps_its_default_service_account() {
         )
         .await
         .unwrap();
+    // The cache may still hold the deleted SA for a moment: wait for a new one.
     c.wait("default SA back", |c| {
-        count(c, "", "serviceaccounts", "team") == 1
+        list(c, "", "serviceaccounts", "team")
+            .iter()
+            .any(|sa| sa.mod_revision > first)
     })
     .await;
     // A pod may use it.
