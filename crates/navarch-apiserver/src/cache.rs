@@ -415,14 +415,29 @@ impl Cache {
         let mut stream = store.watch("/registry/", rev).await?;
         let c = cache.clone();
         tokio::spawn(async move {
-            while let Some(ev) = stream.recv().await {
-                match ev {
-                    Ok(ev) => c.apply(ev),
+            loop {
+                let lost = loop {
+                    match stream.recv().await {
+                        Some(Ok(ev)) => c.apply(ev),
+                        Some(Err(e)) => break e,
+                        // The store closed: shutting down.
+                        None => return,
+                    }
+                };
+                // Fell behind (a burst of writes filled the watch channel):
+                // resume from the last revision applied; the store's
+                // history holds everything since.
+                let from = c.revision();
+                tracing::warn!(error = %lost, revision = from, "watch cache resumes its store watch");
+                stream = match c.store.watch("/registry/", from).await {
+                    Ok(s) => s,
                     Err(e) => {
-                        tracing::error!(error = %e, "watch cache lost its store watch; exiting");
+                        // Only when the history since `from` was compacted
+                        // away: the cache cannot be made whole again.
+                        tracing::error!(error = %e, revision = from, "watch cache cannot resume its store watch; exiting");
                         std::process::exit(1);
                     }
-                }
+                };
             }
         });
         let c = cache.clone();
@@ -519,5 +534,56 @@ impl Cache {
         let rev = self.store.current_revision();
         self.wait_for(rev, Duration::from_secs(10)).await?;
         Ok(self.revision())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use navarch_store::{MemoryStore, Options};
+
+    /// A burst of writes larger than the watch channel, with the cache
+    /// unable to run meanwhile (one thread): its store watch ends "too
+    /// slow", and the cache resumes from its revision and misses nothing.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cache_that_falls_behind_resumes_and_misses_nothing() {
+        let store: Arc<dyn Store> =
+            Arc::new(MemoryStore::with_options(Options { watch_capacity: 8 }));
+        let cache = Cache::start(store.clone()).await.unwrap();
+        let rt = navarch_api::registry::lookup("", "v1", "configmaps").unwrap();
+        let write = |i: usize| {
+            let name = format!("cm-{i}");
+            let v = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "default", "uid": format!("u{i}")}});
+            let (store, key) = (store.clone(), rt.key(Some("default"), &name));
+            async move {
+                store
+                    .create(&key, serde_json::to_vec(&v).unwrap().into())
+                    .await
+                    .unwrap()
+            }
+        };
+        let caught_up = |want: Revision| {
+            let mut progress = cache.progress.subscribe();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), progress.wait_for(|r| *r >= want))
+                    .await
+                    .expect("the cache caught up")
+                    .unwrap();
+            }
+        };
+        // First the watch goes live (history replayed)...
+        let first = write(0).await;
+        caught_up(first).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // ...then 200 writes while the cache cannot run.
+        for i in 1..200 {
+            write(i).await;
+        }
+        caught_up(store.current_revision()).await;
+        let items = cache.kind(rt).list(&Filter::default(), 0).items;
+        assert_eq!(items.len(), 200);
     }
 }
