@@ -75,6 +75,7 @@ pub fn spawn(server: Arc<ApiServer>, shutdown: CancellationToken) {
         pods: HashMap::new(),
         by_controller: HashMap::new(),
         orphans: HashMap::new(),
+        counts: HashMap::new(),
         queue: WorkQueue::default(),
         expectations: HashMap::new(),
         busy: HashSet::new(),
@@ -190,6 +191,34 @@ impl Owner {
     }
 }
 
+impl Owner {
+    /// What `pod` adds to this owner's counts: `None` unless the owner
+    /// (`kind`/`name`, this uid) controls it and it is active.
+    fn count(&self, kind: Kind, name: &str, pod: &Pod) -> Option<Counted> {
+        let (k, n, u) = pod.controller.as_ref()?;
+        if *k != kind || n != name || *u != self.uid || !pod.active() {
+            return None;
+        }
+        let matching = self.selector.matches(Some(&pod.labels));
+        Some(Counted {
+            matching,
+            fully_labeled: matching
+                && self
+                    .template_labels
+                    .iter()
+                    .all(|(k, v)| pod.labels.get(k) == Some(v)),
+            ready_since: pod.ready_since.filter(|_| matching),
+        })
+    }
+
+    /// Whether pods count the same for `other` as for this owner.
+    fn counts_like(&self, other: &Owner) -> bool {
+        self.uid == other.uid
+            && self.selector == other.selector
+            && self.template_labels == other.template_labels
+    }
+}
+
 /// What a sync reads of a pod.
 struct Pod {
     namespace: String,
@@ -209,6 +238,81 @@ struct Pod {
     ready_since: Option<i64>,
     restarts: i64,
     created: i64,
+    /// What the pod adds to its controller's [`Counts`], when the
+    /// controller is known and the pod is active.
+    counted: Option<Counted>,
+}
+
+/// A controlled active pod's part in its owner's counts.
+#[derive(Clone, Copy)]
+struct Counted {
+    matching: bool,
+    fully_labeled: bool,
+    ready_since: Option<i64>,
+}
+
+/// An owner's pods, counted as they change, so that a sync reads its
+/// status in O(1) instead of walking thousands of pods.
+#[derive(Default)]
+struct Counts {
+    /// Active controlled pods that match the selector.
+    owned: usize,
+    ready: usize,
+    fully_labeled: usize,
+    /// Ready pods by when they turned ready (for minReadySeconds).
+    ready_since: std::collections::BTreeMap<i64, usize>,
+    /// Active controlled pods that no longer match: to release.
+    release: BTreeSet<String>,
+}
+
+impl Counts {
+    fn add(&mut self, key: &str, c: Counted) {
+        if !c.matching {
+            self.release.insert(key.to_string());
+            return;
+        }
+        self.owned += 1;
+        self.fully_labeled += c.fully_labeled as usize;
+        if let Some(since) = c.ready_since {
+            self.ready += 1;
+            *self.ready_since.entry(since).or_default() += 1;
+        }
+    }
+
+    fn sub(&mut self, key: &str, c: Counted) {
+        if !c.matching {
+            self.release.remove(key);
+            return;
+        }
+        self.owned -= 1;
+        self.fully_labeled -= c.fully_labeled as usize;
+        if let Some(since) = c.ready_since {
+            self.ready -= 1;
+            if let Some(n) = self.ready_since.get_mut(&since) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ready_since.remove(&since);
+                }
+            }
+        }
+    }
+
+    /// Available pods (ready for `min_ready` seconds at `now`) and the
+    /// seconds until the next ready pod becomes available.
+    fn available(&self, min_ready: i64, now: i64) -> (usize, Option<i64>) {
+        if min_ready <= 0 {
+            return (self.ready, None);
+        }
+        let mut available = 0;
+        for (since, n) in &self.ready_since {
+            let left = since + min_ready - now;
+            if left > 0 {
+                return (available, Some(left));
+            }
+            available += n;
+        }
+        (available, None)
+    }
 }
 
 fn ts(v: &Value) -> i64 {
@@ -259,6 +363,7 @@ impl Pod {
             ready_since,
             restarts,
             created: ts(&m["creationTimestamp"]),
+            counted: None,
         }
     }
 
@@ -356,6 +461,8 @@ struct Controller {
     by_controller: HashMap<String, BTreeSet<String>>,
     /// Pod keys without a controller, by namespace (adoption candidates).
     orphans: HashMap<String, BTreeSet<String>>,
+    /// Each owner's pods counted, by owner uid.
+    counts: HashMap<String, Counts>,
     queue: WorkQueue<OwnerKey>,
     expectations: HashMap<OwnerKey, Expectations>,
     /// Owners with writes in flight: not synced until they are done.
@@ -472,21 +579,26 @@ impl Controller {
             for k in owners {
                 self.enqueue(k);
             }
+            let mut pod = pod;
             if let Some(old) = &old {
                 self.unindex(&key, old);
             }
-            self.index(&key, &pod);
+            self.index(&key, &mut pod);
             self.pods.insert(key, pod);
         } else if let Some(k) = Kind::from_str(kind) {
             let key = (k, o.namespace.clone(), o.name.clone());
             let owner = Owner::from_json(k, &v);
-            if self
-                .owners
-                .get(&key)
-                .is_some_and(|old| old.uid != owner.uid)
-            {
+            let old = self.owners.get(&key);
+            if old.is_some_and(|old| old.uid != owner.uid) {
                 // Recreated under the same name: a different object.
                 self.expectations.remove(&key);
+            }
+            let recount = old.is_none_or(|old| !old.counts_like(&owner));
+            if let Some(old) = old.filter(|old| old.uid != owner.uid) {
+                self.counts.remove(&old.uid);
+            }
+            if recount {
+                self.recount(&key, &owner);
             }
             self.owners.insert(key.clone(), owner);
             self.enqueue(key);
@@ -506,7 +618,9 @@ impl Controller {
             }
         } else if let Some(k) = Kind::from_str(kind) {
             let key = (k, o.namespace.clone(), o.name.clone());
-            self.owners.remove(&key);
+            if let Some(owner) = self.owners.remove(&key) {
+                self.counts.remove(&owner.uid);
+            }
             self.expectations.remove(&key);
             self.failures.remove(&key);
             self.backoff.forget(&key);
@@ -528,13 +642,43 @@ impl Controller {
         }
     }
 
-    fn index(&mut self, key: &str, pod: &Pod) {
+    fn index(&mut self, key: &str, pod: &mut Pod) {
         if let Some((m, k)) = Self::index_of(&mut self.by_controller, &mut self.orphans, pod) {
             m.entry(k).or_default().insert(key.to_string());
         }
+        pod.counted = pod.controller.as_ref().and_then(|(kind, name, uid)| {
+            let owner = self
+                .owners
+                .get(&(*kind, pod.namespace.clone(), name.clone()))?;
+            let c = owner.count(*kind, name, pod)?;
+            self.counts.entry(uid.clone()).or_default().add(key, c);
+            Some(c)
+        });
+    }
+
+    /// Counts an owner's pods afresh (new to the controller, or its
+    /// selector or template labels changed).
+    fn recount(&mut self, key: &OwnerKey, owner: &Owner) {
+        let (kind, _, name) = key;
+        let mut counts = Counts::default();
+        for pk in self.by_controller.get(&owner.uid).into_iter().flatten() {
+            let Some(pod) = self.pods.get_mut(pk) else {
+                continue;
+            };
+            pod.counted = owner.count(*kind, name, pod);
+            if let Some(c) = pod.counted {
+                counts.add(pk, c);
+            }
+        }
+        self.counts.insert(owner.uid.clone(), counts);
     }
 
     fn unindex(&mut self, key: &str, pod: &Pod) {
+        if let (Some(c), Some((_, _, uid))) = (pod.counted, &pod.controller) {
+            if let Some(counts) = self.counts.get_mut(uid) {
+                counts.sub(key, c);
+            }
+        }
         if let Some((m, k)) = Self::index_of(&mut self.by_controller, &mut self.orphans, pod) {
             if let Some(set) = m.get_mut(&k) {
                 set.remove(key);
@@ -631,80 +775,51 @@ impl Controller {
     fn plan(&self, key: &OwnerKey) -> Option<Plan> {
         let owner = self.owners.get(key)?;
         let (kind, ns, name) = key;
-        // Claim: owned, to adopt, to release.
-        let mut owned: Vec<&Pod> = Vec::new();
+        let empty = Counts::default();
+        let counts = self.counts.get(&owner.uid).unwrap_or(&empty);
+        // Claim: release controlled pods that no longer match, adopt
+        // matching orphans of the namespace.
         let mut patches: Vec<(String, Value)> = Vec::new();
-        let controller_ref = controller_ref(*kind, name, &owner.uid);
-        // Only this owner's pods and the namespace's orphans can be claimed.
-        let candidates = self
-            .by_controller
-            .get(&owner.uid)
-            .into_iter()
-            .flatten()
-            .chain(self.orphans.get(ns).into_iter().flatten());
-        for pk in candidates {
-            let Some(p) = self.pods.get(pk) else { continue };
-            if !p.active() {
-                continue;
+        if !owner.deleting {
+            for p in counts.release.iter().filter_map(|pk| self.pods.get(pk)) {
+                let refs: Vec<Value> = p
+                    .owner_refs
+                    .iter()
+                    .filter(|r| r["uid"] != owner.uid.as_str())
+                    .cloned()
+                    .collect();
+                patches.push((p.name.clone(), ref_patch(p, refs)));
             }
-            let matches = owner.selector.matches(Some(&p.labels));
-            match &p.controller {
-                Some((k, n, u)) if k == kind && n == name && *u == owner.uid => {
-                    if matches {
-                        owned.push(p);
-                    } else if !owner.deleting {
-                        // Release: remove our reference.
-                        let refs: Vec<Value> = p
-                            .owner_refs
-                            .iter()
-                            .filter(|r| r["uid"] != owner.uid.as_str())
-                            .cloned()
-                            .collect();
-                        patches.push((p.name.clone(), ref_patch(p, refs)));
-                    }
-                }
-                Some(_) => {}
-                None if p.foreign_controller => {}
-                None => {
-                    if matches && !owner.deleting {
-                        // Adopt.
-                        let mut refs = p.owner_refs.clone();
-                        refs.push(controller_ref.clone());
-                        patches.push((p.name.clone(), ref_patch(p, refs)));
-                    }
+            let controller_ref = controller_ref(*kind, name, &owner.uid);
+            let orphans = self.orphans.get(ns).into_iter().flatten();
+            for p in orphans.filter_map(|pk| self.pods.get(pk)) {
+                if p.active() && owner.selector.matches(Some(&p.labels)) {
+                    let mut refs = p.owner_refs.clone();
+                    refs.push(controller_ref.clone());
+                    patches.push((p.name.clone(), ref_patch(p, refs)));
                 }
             }
         }
         let now = jiff::Timestamp::now().as_second();
-        // Status from the pods as they are.
-        let ready = owned.iter().filter(|p| p.ready_since.is_some()).count();
-        let mut available = 0;
-        let mut next_check: Option<i64> = None;
-        for p in &owned {
-            if let Some(since) = p.ready_since {
-                let left = since + owner.min_ready_seconds - now;
-                if owner.min_ready_seconds == 0 || left <= 0 {
-                    available += 1;
-                } else {
-                    next_check = Some(next_check.map_or(left, |n| n.min(left)));
-                }
-            }
-        }
-        let fully_labeled = owned
-            .iter()
-            .filter(|p| {
-                owner
-                    .template_labels
-                    .iter()
-                    .all(|(k, v)| p.labels.get(k) == Some(v))
-            })
-            .count();
-        let status = self.status(key, owner, owned.len(), fully_labeled, ready, available);
+        let (available, next_check) = counts.available(owner.min_ready_seconds, now);
+        let status = self.status(
+            key,
+            owner,
+            counts.owned,
+            counts.fully_labeled,
+            counts.ready,
+            available,
+        );
         // Ranked only when some must go.
         let mut ranked: Vec<(Rank, String, String)> = Vec::new();
-        if owned.len() > owner.replicas {
-            ranked = owned
-                .iter()
+        if counts.owned > owner.replicas {
+            ranked = self
+                .by_controller
+                .get(&owner.uid)
+                .into_iter()
+                .flatten()
+                .filter_map(|pk| self.pods.get(pk))
+                .filter(|p| p.counted.is_some_and(|c| c.matching))
                 .map(|p| (p.deletion_rank(), p.name.clone(), p.uid.clone()))
                 .collect();
             ranked.sort();
@@ -725,7 +840,7 @@ impl Controller {
             status,
             next_check,
             claims: patches,
-            owned_count: owned.len(),
+            owned_count: counts.owned,
             owned: ranked,
             manage: met && !owner.deleting,
             replicas: owner.replicas,
@@ -1063,4 +1178,51 @@ fn create_failed(recorder: &Recorder, owner: &ObjectRef, e: &ApiError) {
         "FailedCreate",
         format!("Error creating: {}", e.message),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(since: i64) -> Counted {
+        Counted {
+            matching: true,
+            fully_labeled: true,
+            ready_since: Some(since),
+        }
+    }
+
+    #[test]
+    fn counts_follow_adds_and_removals() {
+        let mut c = Counts::default();
+        c.add("ns/a", ready(100));
+        c.add("ns/b", ready(105));
+        let pending = Counted {
+            matching: true,
+            fully_labeled: false,
+            ready_since: None,
+        };
+        c.add("ns/c", pending);
+        let stray = Counted {
+            matching: false,
+            fully_labeled: false,
+            ready_since: None,
+        };
+        c.add("ns/d", stray);
+        assert_eq!((c.owned, c.ready, c.fully_labeled), (3, 2, 2));
+        assert_eq!(c.release.iter().collect::<Vec<_>>(), ["ns/d"]);
+        // minReadySeconds 10 at 110: a is available, b in 5 s.
+        assert_eq!(c.available(10, 110), (1, Some(5)));
+        assert_eq!(c.available(0, 110), (2, None));
+        assert_eq!(c.available(10, 120), (2, None));
+        c.sub("ns/a", ready(100));
+        c.sub("ns/d", stray);
+        assert_eq!((c.owned, c.ready, c.fully_labeled), (2, 1, 1));
+        assert!(c.release.is_empty());
+        assert_eq!(c.available(10, 110), (0, Some(5)));
+        c.sub("ns/b", ready(105));
+        c.sub("ns/c", pending);
+        assert_eq!((c.owned, c.ready), (0, 0));
+        assert!(c.ready_since.is_empty());
+    }
 }

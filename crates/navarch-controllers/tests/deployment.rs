@@ -85,8 +85,20 @@ impl Cluster {
     /// Waits until `name` has rolled out `replicas` at `generation` as
     /// `kubectl rollout status` reads it.
     async fn rolled_out(&self, name: &str, generation: i64, replicas: i64) -> Value {
+        self.rolled_out_within(name, generation, replicas, Duration::from_secs(30))
+            .await
+    }
+
+    async fn rolled_out_within(
+        &self,
+        name: &str,
+        generation: i64,
+        replicas: i64,
+        limit: Duration,
+    ) -> Value {
         let mut last = Value::Null;
-        for _ in 0..3000 {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
             let d = self.read(deployments(), name).await;
             let s = &d["status"];
             let n = |f: &str| s[f].as_i64().unwrap_or(0);
@@ -135,6 +147,16 @@ impl Sampler {
         uid: String,
         check: impl Fn(&[Value], &[Value]) -> Option<String> + Send + 'static,
     ) -> Sampler {
+        Sampler::start_every(server, uid, Duration::from_millis(1), check)
+    }
+
+    /// As [`Sampler::start`], one sample per `every`.
+    fn start_every(
+        server: Arc<ApiServer>,
+        uid: String,
+        every: Duration,
+        check: impl Fn(&[Value], &[Value]) -> Option<String> + Send + 'static,
+    ) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let violations = Arc::new(Mutex::new(Vec::new()));
         let (s, v) = (stop.clone(), violations.clone());
@@ -154,7 +176,7 @@ impl Sampler {
                     v.lock().unwrap().push(e);
                 }
                 n += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(every).await;
             }
             n
         });
@@ -326,6 +348,69 @@ async fn rolling_update_honours_surge_and_unavailable_then_rolls_back() {
     assert_eq!(spec_replicas(&sets[1]), 5);
     assert_eq!(spec_replicas(&sets[0]), 0);
     assert_eq!(d["status"]["unavailableReplicas"].as_i64().unwrap_or(0), 0);
+}
+
+/// The scale test: 1,000 replicas on 25 hollow nodes roll out,
+/// roll to a new image within the surge and unavailability bounds, and
+/// roll back to the first ReplicaSet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_replicas_roll_out_update_and_roll_back() {
+    const N: i64 = 1000;
+    let limit = Duration::from_secs(240);
+    let c = Cluster::start_with(true).await;
+    let _sim = c.sim(25).await;
+    let d = c
+        .create(
+            deployments(),
+            deploy("big", N, "nginx:1", json!({"type": "RollingUpdate"})),
+        )
+        .await;
+    let id = uid(&d);
+    let d = c.rolled_out_within("big", 1, N, limit).await;
+    assert_eq!(d["status"]["readyReplicas"], N);
+    let first = sets_of(&c.server, &id)[0]["metadata"]["name"].clone();
+
+    // 25% of 1,000: at most 1,250 pods wanted, at least 750 ready.
+    let every = Duration::from_millis(50);
+    let sampler = Sampler::start_every(c.server.clone(), id.clone(), every, move |sets, pods| {
+        let total: i64 = sets.iter().map(spec_replicas).sum();
+        let ready = pods.iter().filter(|p| ready(p)).count();
+        if total > N + N / 4 {
+            return Some(format!("{total} replicas wanted"));
+        }
+        if (ready as i64) < N - N / 4 {
+            return Some(format!("{ready} ready pods"));
+        }
+        None
+    });
+    c.set_image("big", "nginx:2").await;
+    let d = c.rolled_out_within("big", 2, N, limit).await;
+    let (samples, violations) = sampler.finish().await;
+    assert!(samples > 0);
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(revision(&d), "2");
+    let sets = sets_of(&c.server, &id);
+    assert_eq!(sets.len(), 2);
+    assert_eq!((spec_replicas(&sets[0]), spec_replicas(&sets[1])), (0, N));
+    assert_eq!(image(&sets[1]), "nginx:2");
+
+    // Roll back: the first ReplicaSet again, revision 3, every pod on it.
+    c.set_image("big", "nginx:1").await;
+    let d = c.rolled_out_within("big", 3, N, limit).await;
+    assert_eq!(revision(&d), "3");
+    let sets = sets_of(&c.server, &id);
+    assert_eq!(sets.len(), 2, "no third ReplicaSet");
+    assert_eq!(sets[1]["metadata"]["name"], first);
+    assert_eq!(spec_replicas(&sets[1]), N);
+    let back = uid(&sets[1]);
+    c.wait("only the first ReplicaSet's pods are left", |c| {
+        let pods = c.all_pods();
+        pods.len() == N as usize
+            && pods
+                .iter()
+                .all(|p| controller_uid(p) == Some(back.as_str()) && ready(p))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
