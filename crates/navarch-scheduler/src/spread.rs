@@ -285,6 +285,9 @@ pub(crate) struct SpreadScore {
     topo: Vec<HashMap<String, i64>>,
     /// Hostname constraints: matching pods per node.
     per_node: Vec<HashMap<NodeId, i64>>,
+    /// Where the ledger's selector aggregate is exact: matching pods per
+    /// topology value, read instead of `topo` / `per_node`.
+    shared: Vec<Option<Arc<Agg>>>,
     weights: Vec<f64>,
 }
 
@@ -341,9 +344,33 @@ impl SpreadScore {
             })
             .collect();
         let mut per_node: Vec<HashMap<NodeId, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut shared: Vec<Option<Arc<Agg>>> = vec![None; constraints.len()];
+        let single_key = constraints
+            .iter()
+            .all(|c| c.topology_key == constraints[0].topology_key);
         for (i, c) in constraints.iter().enumerate() {
             if c.selector.is_empty() {
                 continue; // counts nothing, as in the filter
+            }
+            // The ledger's aggregate (live matching pods in the namespace
+            // per topology value, kept as pods come and go) is exact when
+            // every node with the key counts: always for hostname (counted
+            // per node), else when no inclusion policy or missing key
+            // excludes a node. It must not hold the pod itself.
+            let hostname = c.topology_key == HOSTNAME_KEY;
+            let trivial = (c.node_affinity_policy == InclusionPolicy::Ignore
+                || pod.required_node_affinity.is_empty())
+                && c.node_taints_policy == InclusionPolicy::Ignore
+                && (!require_all || single_key);
+            if (hostname || trivial) && !ledger.is_placed(&pod.key) {
+                let term = AffinityTerm {
+                    namespaces: vec![pod.namespace.clone()],
+                    namespace_selector: None,
+                    selector: c.selector.clone(),
+                    topology_key: c.topology_key.clone(),
+                };
+                shared[i] = Some(ledger.selector_counts(&term, true));
+                continue;
             }
             ledger
                 .index
@@ -377,6 +404,7 @@ impl SpreadScore {
             ignored,
             topo,
             per_node,
+            shared,
             weights,
         })
     }
@@ -395,7 +423,9 @@ impl SpreadScore {
             let Some(v) = node.labels.get(&c.topology_key) else {
                 continue;
             };
-            let count = if c.topology_key == HOSTNAME_KEY {
+            let count = if let Some(agg) = &self.shared[i] {
+                agg.get(v)
+            } else if c.topology_key == HOSTNAME_KEY {
                 self.per_node[i].get(&nid).copied().unwrap_or(0)
             } else {
                 self.topo[i].get(v).copied().unwrap_or(0)
@@ -467,5 +497,103 @@ mod tests {
         let s = SpreadScore::new(&l, &own, &Config::default(), &feasible).unwrap();
         assert_eq!(s.weights, vec![(4f64).ln()]);
         assert_eq!(feasible.iter().filter(|id| s.is_ignored(**id)).count(), 2);
+    }
+    /// Scores read from the ledger's aggregates equal a recount of the
+    /// matching live pods per node and per zone.
+    #[test]
+    fn scores_equal_a_recount_of_matching_pods() {
+        let mut l = Ledger::new();
+        let zones = [Some("A"), Some("A"), Some("B"), Some("B"), None, None];
+        for (i, zone) in zones.iter().enumerate() {
+            let name = format!("n{i}");
+            let mut labels = json!({"kubernetes.io/hostname": name});
+            if let Some(z) = zone {
+                labels["topology.kubernetes.io/zone"] = json!(z);
+            }
+            l.add_node(&json!({"metadata": {"name": name, "labels": labels},
+                "status": {"allocatable": {"cpu": "10", "memory": "10Gi", "pods": "100"}}}))
+                .unwrap();
+        }
+        // (node, namespace, app, terminating)
+        let placed = [
+            (0, "default", "svc", false),
+            (0, "default", "svc", false),
+            (1, "default", "svc", false),
+            (2, "default", "svc", true),
+            (3, "default", "other", false),
+            (3, "team", "svc", false),
+            (4, "default", "svc", false),
+            (5, "default", "svc", false),
+            (5, "default", "svc", false),
+        ];
+        let pod = |i: usize, node: usize, ns: &str, app: &str, terminating: bool| {
+            let mut meta =
+                json!({"name": format!("p{i}"), "namespace": ns, "labels": {"app": app}});
+            if terminating {
+                meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            json!({"metadata": meta, "spec": {"nodeName": format!("n{node}")}})
+        };
+        let check = |l: &Ledger, incoming: &PodInfo| {
+            let feasible: Vec<NodeId> = l.node_list.clone();
+            let s = SpreadScore::new(l, incoming, &Config::default(), &feasible).unwrap();
+            for &nid in &feasible {
+                let node = l.node_info(nid).unwrap();
+                let mut want = 0.0;
+                for (i, c) in s.constraints.iter().enumerate() {
+                    let Some(v) = node.labels.get(&c.topology_key) else {
+                        continue;
+                    };
+                    let count = placed_now(l)
+                        .iter()
+                        .filter(|(n, ns, app, t)| {
+                            let other = l.node_view(n).unwrap();
+                            *ns == "default"
+                                && app == "svc"
+                                && !t
+                                && other.labels.get(&c.topology_key) == Some(v)
+                        })
+                        .count();
+                    want += count as f64 * s.weights[i] + (c.max_skew - 1) as f64;
+                }
+                assert_eq!(s.score(nid, node), want.round() as i64, "{}", node.name);
+            }
+        };
+        for (i, (node, ns, app, t)) in placed.iter().enumerate() {
+            l.add_pod(&pod(i, *node, ns, app, *t)).unwrap();
+        }
+        let defaults =
+            PodInfo::from_json(&json!({"metadata": {"name": "x", "labels": {"app": "svc"}}}))
+                .unwrap()
+                .with_default_spread_selector(Some(LabelSelector::parse("app=svc").unwrap()));
+        let zone = PodInfo::from_json(&json!({"metadata": {"name": "y", "labels": {"app": "svc"}},
+            "spec": {"topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "svc"}}}]}}))
+        .unwrap();
+        check(&l, &defaults);
+        check(&l, &zone);
+        // The aggregates follow removals and new pods.
+        l.remove_pod("default/p0");
+        l.add_pod(&pod(20, 2, "default", "svc", false)).unwrap();
+        check(&l, &defaults);
+        check(&l, &zone);
+    }
+
+    /// (node, namespace, app label, terminating) of every placed pod.
+    fn placed_now(l: &Ledger) -> Vec<(String, String, String, bool)> {
+        let mut out = Vec::new();
+        for name in l.node_names() {
+            for key in l.pods_on(&name) {
+                let (p, _) = l.placed_pod(&key).unwrap();
+                let app = p.labels.get("app").and_then(|v| v.as_str()).unwrap_or("");
+                out.push((
+                    name.clone(),
+                    p.namespace.clone(),
+                    app.to_string(),
+                    p.terminating,
+                ));
+            }
+        }
+        out
     }
 }
