@@ -18,7 +18,7 @@ use navarch_api::ResourceType;
 use navarch_store::{EventKind, KeyValue, Revision, Store};
 use parking_lot::RwLock;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,19 @@ const WATCHER_BUFFER: usize = 10_000;
 
 /// One object as served: JSON bytes with `metadata.resourceVersion` set, plus
 /// what selectors need, extracted once.
+/// Decoded objects kept for [`CachedObject::shared_value`].
+pub const RECENT_DECODES: usize = 4096;
+
+/// Recently decoded objects, by address (each entry holds its object).
+#[derive(Default)]
+struct Recent {
+    map: HashMap<usize, (Arc<CachedObject>, Arc<Value>)>,
+    order: VecDeque<usize>,
+}
+
+static RECENT: std::sync::LazyLock<parking_lot::Mutex<Recent>> =
+    std::sync::LazyLock::new(Default::default);
+
 #[derive(Debug)]
 pub struct CachedObject {
     pub key: String,
@@ -81,6 +94,30 @@ impl CachedObject {
 
     pub fn value(&self) -> Value {
         serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    /// The decoded object, shared: every in-process consumer of one event
+    /// (a dozen controllers' informers see each pod change) decodes it
+    /// once. Recent decodes are kept, [`RECENT_DECODES`] at most, so a
+    /// consumer that lags further behind decodes again.
+    pub fn shared_value(self: &Arc<Self>) -> Arc<Value> {
+        let id = Arc::as_ptr(self) as usize;
+        if let Some((_, v)) = RECENT.lock().map.get(&id) {
+            // The table holds the object, so its address is not reused
+            // by another while the entry exists.
+            return v.clone();
+        }
+        let v = Arc::new(self.value());
+        let mut recent = RECENT.lock();
+        if recent.map.insert(id, (self.clone(), v.clone())).is_none() {
+            recent.order.push_back(id);
+            if recent.order.len() > RECENT_DECODES {
+                if let Some(old) = recent.order.pop_front() {
+                    recent.map.remove(&old);
+                }
+            }
+        }
+        v
     }
 
     /// The value of a field label on this object.
@@ -585,5 +622,27 @@ mod tests {
         caught_up(store.current_revision()).await;
         let items = cache.kind(rt).list(&Filter::default(), 0).items;
         assert_eq!(items.len(), 200);
+    }
+
+    #[test]
+    fn one_event_is_decoded_once_for_every_consumer() {
+        let rt = navarch_api::registry::lookup("", "v1", "configmaps").unwrap();
+        let object = |i: usize| {
+            let mut v = serde_json::json!({"metadata": {"name": format!("cm-{i}"), "namespace": "default"}});
+            Arc::new(CachedObject::from_value(rt, &format!("/k/{i}"), i as i64, &mut v))
+        };
+        let a = object(1);
+        let first = a.shared_value();
+        assert!(Arc::ptr_eq(&first, &a.shared_value()));
+        assert_eq!(first["metadata"]["name"], "cm-1");
+        let b = object(2);
+        assert_eq!(b.shared_value()["metadata"]["name"], "cm-2");
+        // Pushed out by later decodes, it is decoded again, the same.
+        for i in 0..RECENT_DECODES + 1 {
+            object(10 + i).shared_value();
+        }
+        let again = a.shared_value();
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(first, again);
     }
 }

@@ -1011,10 +1011,10 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, kind: &str, o: &CachedObject) {
+    fn upsert(&mut self, kind: &str, o: &Arc<CachedObject>) {
         let key = (o.namespace.clone(), o.name.clone());
         if kind == "Job" {
-            let job = ChildJob::from_json(&o.value());
+            let job = ChildJob::from_json(&o.shared_value());
             self.unindex_job(&key);
             if let Some(p) = self.parent_key(&o.namespace, &job) {
                 self.queue.add(p);
@@ -1054,7 +1054,7 @@ impl Controller {
         }
     }
 
-    fn delete(&mut self, kind: &str, o: &CachedObject) {
+    fn delete(&mut self, kind: &str, o: &Arc<CachedObject>) {
         let key = (o.namespace.clone(), o.name.clone());
         if kind == "Job" {
             if let Some(job) = self.unindex_job(&key) {

@@ -370,11 +370,11 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, kind: &str, o: &CachedObject) {
+    fn upsert(&mut self, kind: &str, o: &Arc<CachedObject>) {
         let key = (o.namespace.clone(), o.name.clone());
         match kind {
             "Pod" => {
-                let v = o.value();
+                let v = o.shared_value();
                 let terminal =
                     matches!(v["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
                 let owner = v["metadata"]["ownerReferences"].as_array().and_then(|rs| {
@@ -395,11 +395,11 @@ impl Controller {
                 }
             }
             "ReplicaSet" => {
-                let set = Set::from_json(&o.value());
+                let set = Set::from_json(&o.shared_value());
                 self.put_set(key, set);
             }
             "Deployment" => {
-                let v = o.value();
+                let v = o.shared_value();
                 if self
                     .deployments
                     .get(&key)
@@ -451,7 +451,7 @@ impl Controller {
         }
     }
 
-    fn delete(&mut self, kind: &str, o: &CachedObject) {
+    fn delete(&mut self, kind: &str, o: &Arc<CachedObject>) {
         let key = (o.namespace.clone(), o.name.clone());
         match kind {
             "Pod" => {

@@ -560,7 +560,7 @@ impl Controller {
         }
     }
 
-    fn observe(&mut self, kind: &'static str, o: &CachedObject, deleted: bool) {
+    fn observe(&mut self, kind: &'static str, o: &Arc<CachedObject>, deleted: bool) {
         let (ns, name) = (o.namespace.clone(), o.name.clone());
         match kind {
             "Pod" => self.observe_pod(ns, name, o, deleted),
@@ -577,7 +577,7 @@ impl Controller {
                 }
             }
             _ => {
-                let v = o.value();
+                let v = o.shared_value();
                 let new = (!deleted).then(|| Scale {
                     uid: v["metadata"]["uid"].as_str().unwrap_or("").to_string(),
                     replicas: v["spec"]["replicas"].as_i64().unwrap_or(1),
@@ -607,8 +607,8 @@ impl Controller {
         }
     }
 
-    fn observe_pod(&mut self, ns: String, name: String, o: &CachedObject, deleted: bool) {
-        let new = (!deleted).then(|| Pod::from_json(&o.value()));
+    fn observe_pod(&mut self, ns: String, name: String, o: &Arc<CachedObject>, deleted: bool) {
+        let new = (!deleted).then(|| Pod::from_json(&o.shared_value()));
         let pods = self.pods.entry(ns.clone()).or_default();
         let old = match &new {
             Some(p) => pods.insert(name.clone(), p.clone()),
@@ -971,7 +971,7 @@ impl Controller {
         let Some(o) = self.server.cache.kind(rt).get(&rt.key(Some(ns), &r.name)) else {
             return Ok(None);
         };
-        let v = o.value();
+        let v = o.shared_value();
         if v["metadata"]["uid"].as_str() != Some(r.uid.as_str()) {
             return Ok(None);
         }

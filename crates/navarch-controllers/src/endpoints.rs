@@ -1097,9 +1097,9 @@ impl Controller {
         }
     }
 
-    fn service_upsert(&mut self, o: &CachedObject) {
+    fn service_upsert(&mut self, o: &Arc<CachedObject>) {
         let key: SvcKey = (o.namespace.clone(), o.name.clone());
-        let svc = Service::from_json(&o.value());
+        let svc = Service::from_json(&o.shared_value());
         let selector_changed = self
             .services
             .get(&key)
@@ -1115,7 +1115,7 @@ impl Controller {
         self.enqueue(&key);
     }
 
-    fn service_delete(&mut self, o: &CachedObject) {
+    fn service_delete(&mut self, o: &Arc<CachedObject>) {
         let key: SvcKey = (o.namespace.clone(), o.name.clone());
         self.services.remove(&key);
         if let Some(names) = self.services_by_ns.get_mut(&key.0) {
@@ -1171,9 +1171,9 @@ impl Controller {
             .collect()
     }
 
-    fn pod_upsert(&mut self, o: &CachedObject) {
+    fn pod_upsert(&mut self, o: &Arc<CachedObject>) {
         let key: PodKey = (o.namespace.clone(), o.name.clone());
-        let pod = Pod::from_json(&o.value());
+        let pod = Pod::from_json(&o.shared_value());
         let old = self.pods.get(&key);
         let view_changed = old.is_none_or(|p| p.view != pod.view);
         let labels_changed = old.is_none_or(|p| p.labels != pod.labels);
@@ -1228,7 +1228,7 @@ impl Controller {
         }
     }
 
-    fn pod_delete(&mut self, o: &CachedObject) {
+    fn pod_delete(&mut self, o: &Arc<CachedObject>) {
         let key: PodKey = (o.namespace.clone(), o.name.clone());
         let Some(pod) = self.pods.remove(&key) else {
             return;
@@ -1248,7 +1248,7 @@ impl Controller {
         }
     }
 
-    fn node_upsert(&mut self, o: &CachedObject) {
+    fn node_upsert(&mut self, o: &Arc<CachedObject>) {
         let zone = o
             .labels
             .as_ref()
@@ -1262,7 +1262,7 @@ impl Controller {
         self.node_changed(&o.name);
     }
 
-    fn node_delete(&mut self, o: &CachedObject) {
+    fn node_delete(&mut self, o: &Arc<CachedObject>) {
         if self.nodes.remove(&o.name).is_some() {
             self.node_changed(&o.name);
         }
@@ -1281,7 +1281,7 @@ impl Controller {
         }
     }
 
-    fn endpoints_upsert(&mut self, o: &CachedObject) {
+    fn endpoints_upsert(&mut self, o: &Arc<CachedObject>) {
         let key: SvcKey = (o.namespace.clone(), o.name.clone());
         let v = o.value();
         let annotations = &v["metadata"]["annotations"];
@@ -1303,7 +1303,7 @@ impl Controller {
         }
     }
 
-    fn endpoints_delete(&mut self, o: &CachedObject) {
+    fn endpoints_delete(&mut self, o: &Arc<CachedObject>) {
         let key: SvcKey = (o.namespace.clone(), o.name.clone());
         self.endpoints.remove(&key);
         let qk = (Target::Endpoints, key.0.clone(), key.1.clone());
@@ -1312,7 +1312,7 @@ impl Controller {
         }
     }
 
-    fn slice_upsert(&mut self, o: &CachedObject) {
+    fn slice_upsert(&mut self, o: &Arc<CachedObject>) {
         let sk = (o.namespace.clone(), o.name.clone());
         let label = |k: &str| {
             o.labels
@@ -1344,7 +1344,7 @@ impl Controller {
         }
     }
 
-    fn slice_delete(&mut self, o: &CachedObject) {
+    fn slice_delete(&mut self, o: &Arc<CachedObject>) {
         let sk = (o.namespace.clone(), o.name.clone());
         let Some(svc) = self.slice_service.remove(&sk) else {
             return;

@@ -53,7 +53,7 @@ struct Obj {
 }
 
 impl Obj {
-    fn of(rt: &'static ResourceType, o: &CachedObject) -> Obj {
+    fn of(rt: &'static ResourceType, o: &Arc<CachedObject>) -> Obj {
         Obj {
             kind: REGISTRY
                 .iter()
@@ -174,7 +174,7 @@ impl Collector {
         }
     }
 
-    fn upsert(&mut self, rt: &'static ResourceType, o: &CachedObject) {
+    fn upsert(&mut self, rt: &'static ResourceType, o: &Arc<CachedObject>) {
         let obj = Obj::of(rt, o);
         let has_refs = contains(&o.bytes, b"\"ownerReferences\"");
         let finalizing = contains(&o.bytes, b"\"deletionTimestamp\"")
@@ -183,7 +183,7 @@ impl Collector {
             self.unindex(&obj);
             return;
         }
-        let v = o.value();
+        let v = o.shared_value();
         let uids: Vec<String> = owner_refs(&v)
             .iter()
             .filter_map(|r| r["uid"].as_str().map(str::to_string))
@@ -208,7 +208,7 @@ impl Collector {
         }
     }
 
-    fn deleted(&mut self, rt: &'static ResourceType, o: &CachedObject) {
+    fn deleted(&mut self, rt: &'static ResourceType, o: &Arc<CachedObject>) {
         let obj = Obj::of(rt, o);
         // Owners in foreground deletion may be done now that this is gone.
         if let Some(owners) = self.owners_of.get(&obj) {

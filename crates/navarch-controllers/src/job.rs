@@ -1580,9 +1580,9 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, kind: &str, o: &CachedObject) {
+    fn upsert(&mut self, kind: &str, o: &Arc<CachedObject>) {
         if kind == "Pod" {
-            let pod = Pod::from_json(&o.value());
+            let pod = Pod::from_json(&o.shared_value());
             let key = pod_key(&o.namespace, &o.name);
             let old = self.unindex_pod(&key);
             if let Some(job) = self.controller_of(&pod) {
@@ -1665,7 +1665,7 @@ impl Controller {
         }
     }
 
-    fn delete(&mut self, kind: &str, o: &CachedObject) {
+    fn delete(&mut self, kind: &str, o: &Arc<CachedObject>) {
         if kind == "Pod" {
             let key = pod_key(&o.namespace, &o.name);
             let Some(pod) = self.unindex_pod(&key) else {

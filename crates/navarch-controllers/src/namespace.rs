@@ -261,7 +261,7 @@ async fn finalize(server: &Arc<ApiServer>, ns: &str) -> Result<Pass, ApiError> {
             };
             *left.by_resource.entry(resource).or_default() += 1;
             if crate::deleting(&o) {
-                let v = o.value();
+                let v = o.shared_value();
                 for f in v["metadata"]["finalizers"].as_array().into_iter().flatten() {
                     if let Some(f) = f.as_str() {
                         *left.finalizers.entry(f.to_string()).or_default() += 1;

@@ -152,8 +152,8 @@ struct Node {
 }
 
 impl Node {
-    fn parse(o: &CachedObject, now: Instant) -> Node {
-        let v = o.value();
+    fn parse(o: &Arc<CachedObject>, now: Instant) -> Node {
+        let v = o.shared_value();
         let conds = v["status"]["conditions"].as_array();
         let ready = conds.and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
         let labels = &v["metadata"]["labels"];
@@ -406,7 +406,7 @@ impl Controller {
         }
     }
 
-    fn node_changed(&mut self, o: &CachedObject, now: Instant) {
+    fn node_changed(&mut self, o: &Arc<CachedObject>, now: Instant) {
         let mut n = Node::parse(o, now);
         let name = o.name.clone();
         let retaint;
@@ -454,7 +454,7 @@ impl Controller {
         }
     }
 
-    fn unindex(&mut self, key: &str, o: &CachedObject) {
+    fn unindex(&mut self, key: &str, o: &Arc<CachedObject>) {
         let node = o.field("spec.nodeName").unwrap_or_default();
         if let Some(set) = self.by_node.get_mut(&node) {
             set.remove(key);
@@ -686,7 +686,7 @@ impl Controller {
             let Some(o) = self.pods.get(&key) else {
                 continue;
             };
-            let v = o.value();
+            let v = o.shared_value();
             let ready = v["status"]["conditions"]
                 .as_array()
                 .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
@@ -786,7 +786,7 @@ impl Controller {
             self.cancel(key, true);
             return;
         }
-        let v = o.value();
+        let v = o.shared_value();
         if !v["metadata"]["deletionTimestamp"].is_null() {
             self.cancel(key, false);
             return;

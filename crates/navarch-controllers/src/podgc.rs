@@ -122,7 +122,7 @@ impl PodGc {
                     self.synced.insert(k);
                 }
                 ("Node", Change::Upsert(o)) => {
-                    let v = o.value();
+                    let v = o.shared_value();
                     let ready = v["status"]["conditions"]
                         .as_array()
                         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))

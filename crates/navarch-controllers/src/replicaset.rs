@@ -550,8 +550,8 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, kind: &str, o: &CachedObject) {
-        let v = o.value();
+    fn upsert(&mut self, kind: &str, o: &Arc<CachedObject>) {
+        let v = o.shared_value();
         if kind == "Pod" {
             let pod = Pod::from_json(&v);
             let key = pod_key(&o.namespace, &o.name);
@@ -605,7 +605,7 @@ impl Controller {
         }
     }
 
-    fn delete(&mut self, kind: &str, o: &CachedObject) {
+    fn delete(&mut self, kind: &str, o: &Arc<CachedObject>) {
         if kind == "Pod" {
             let key = pod_key(&o.namespace, &o.name);
             let Some(pod) = self.pods.remove(&key) else {

@@ -317,7 +317,7 @@ impl Driver {
         }
     }
 
-    fn upsert(&mut self, kind: &str, o: &CachedObject) {
+    fn upsert(&mut self, kind: &str, o: &Arc<CachedObject>) {
         if kind == "Pod" {
             if self.confirm_binding(o) {
                 return;
@@ -327,7 +327,7 @@ impl Driver {
                 self.binding.remove(&o.key);
             }
         }
-        let v = o.value();
+        let v = o.shared_value();
         match kind {
             "Pod" => self.pod_upsert(&v),
             "Node" => match NodeInfo::from_json(&v) {
@@ -382,11 +382,11 @@ impl Driver {
         }
     }
 
-    fn delete(&mut self, kind: &str, o: &CachedObject) {
+    fn delete(&mut self, kind: &str, o: &Arc<CachedObject>) {
         match kind {
             "Pod" => {
                 self.binding.remove(&o.key);
-                let v = o.value();
+                let v = o.shared_value();
                 let uid = v["metadata"]["uid"].as_str().unwrap_or("");
                 let key = if uid.is_empty() {
                     format!("{}/{}", o.namespace, o.name)
@@ -529,7 +529,7 @@ impl Driver {
     /// but the binding (same node, labels, not finished): confirms the
     /// reservation from the fields the cache extracted, without parsing the
     /// pod again. Anything else takes the full path.
-    fn confirm_binding(&mut self, o: &CachedObject) -> bool {
+    fn confirm_binding(&mut self, o: &Arc<CachedObject>) -> bool {
         let Some((key, node, info)) = self.binding.get(&o.key) else {
             return false;
         };

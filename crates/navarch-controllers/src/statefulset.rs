@@ -569,8 +569,8 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, kind: &str, o: &CachedObject) {
-        let v = o.value();
+    fn upsert(&mut self, kind: &str, o: &Arc<CachedObject>) {
+        let v = o.shared_value();
         match kind {
             "Pod" => self.put_pod(&v),
             "StatefulSet" => self.put_set(&v),
@@ -579,7 +579,7 @@ impl Controller {
         }
     }
 
-    fn delete(&mut self, kind: &str, o: &CachedObject) {
+    fn delete(&mut self, kind: &str, o: &Arc<CachedObject>) {
         let k = obj_key(&o.namespace, &o.name);
         match kind {
             "Pod" => {
