@@ -629,7 +629,12 @@ mod tests {
         let rt = navarch_api::registry::lookup("", "v1", "configmaps").unwrap();
         let object = |i: usize| {
             let mut v = serde_json::json!({"metadata": {"name": format!("cm-{i}"), "namespace": "default"}});
-            Arc::new(CachedObject::from_value(rt, &format!("/k/{i}"), i as i64, &mut v))
+            Arc::new(CachedObject::from_value(
+                rt,
+                &format!("/k/{i}"),
+                i as i64,
+                &mut v,
+            ))
         };
         let a = object(1);
         let first = a.shared_value();
