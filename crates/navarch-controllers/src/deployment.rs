@@ -31,9 +31,10 @@
 //! * A change of `spec.replicas` while several ReplicaSets are active (or a
 //!   paused Deployment) is a *scaling event*: the one active ReplicaSet is
 //!   scaled to `replicas`; with several, the difference to `replicas +
-//!   maxSurge` is shared in proportion to their sizes, the remainder to the
-//!   largest. Simplified from upstream, which weighs by each ReplicaSet's
-//!   `max-replicas` annotation.
+//!   maxSurge` is shared as upstream's proportional scaling shares it: each
+//!   gets its size times the new `replicas + maxSurge` over the size it was
+//!   scaled for (its `max-replicas` annotation), rounded, the remainder to
+//!   the largest.
 //! * `spec.paused`: scaling only, no rollout, `Progressing` is `Unknown`
 //!   with reason `DeploymentPaused` (`DeploymentResumed` after).
 //! * Once complete, old ReplicaSets with no replicas beyond
@@ -44,8 +45,10 @@
 //!   `ProgressDeadlineExceeded` after `progressDeadlineSeconds`) is patched
 //!   through the `status` subresource when it differs.
 //!
-//! Not done: the `deployment.kubernetes.io/revision-history` annotation,
-//! the legacy server-side rollback (`spec.rollbackTo`, extensions/v1beta1;
+//! A ReplicaSet rolled back to keeps its earlier revisions in
+//! `deployment.kubernetes.io/revision-history` (at most 2,000 characters).
+//!
+//! Not done: the legacy server-side rollback (`spec.rollbackTo`, extensions/v1beta1;
 //! `kubectl rollout undo` patches the template client-side).
 
 use crate::events::{ObjectRef, Recorder};
@@ -70,6 +73,12 @@ pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED: &str = "deployment.kubernetes.io/desired-replicas";
 pub const MAX: &str = "deployment.kubernetes.io/max-replicas";
+/// Upstream `FailedRSCreateReason`.
+const RS_CREATE_ERROR: &str = "ReplicaSetCreateError";
+/// Earlier revisions of a ReplicaSet that was rolled back to.
+pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+/// Upstream `maxRevHistoryLengthInChars`.
+const REVISION_HISTORY_CHARS: usize = 2000;
 /// Deployment annotations not copied to its ReplicaSets (upstream
 /// `skipCopyAnnotation`).
 const NOT_COPIED: [&str; 6] = [
@@ -783,15 +792,27 @@ impl Controller {
             .filter(|s| s.replicas > 0)
             .collect();
         let total: i64 = sets.iter().map(|s| s.replicas).sum();
-        let diff = d.replicas + d.surge - total;
-        // Largest first, newer first on ties.
-        sets.sort_by_key(|s| std::cmp::Reverse((s.replicas, s.created)));
-        let mut targets: Vec<i64> = sets
-            .iter()
-            .map(|s| s.replicas + s.replicas * diff / total)
-            .collect();
-        let given: i64 = targets.iter().zip(&sets).map(|(t, s)| t - s.replicas).sum();
-        targets[0] += diff - given;
+        let allowed = d.replicas + d.surge;
+        let to_add = allowed - total;
+        // Upstream: largest first; newer first when adding, older first
+        // when removing.
+        if to_add > 0 {
+            sets.sort_by_key(|s| std::cmp::Reverse((s.replicas, s.created)));
+        } else {
+            sets.sort_by_key(|s| (std::cmp::Reverse(s.replicas), s.created));
+        }
+        let status_replicas = d.status()["replicas"].as_i64().unwrap_or(0);
+        let mut targets: Vec<i64> = Vec::with_capacity(sets.len());
+        let mut added = 0;
+        for s in &sets {
+            let p = proportion(s, d.replicas, allowed, status_replicas, to_add, added);
+            targets.push(s.replicas + p);
+            added += p;
+        }
+        // The leftover to the largest.
+        if to_add != 0 {
+            targets[0] = (targets[0] + to_add - added).max(0);
+        }
         for (s, t) in sets.into_iter().zip(targets) {
             self.scale_rs(key, d, s, t.max(0)).await?;
         }
@@ -867,6 +888,13 @@ impl Controller {
         let mut want = copied_annotations(d);
         if n.revision < next {
             want.insert(REVISION.into(), Value::String(next.to_string()));
+            // A ReplicaSet brought back (a rollback) keeps its earlier
+            // revisions in the history annotation.
+            if let Some(old) = n.annotation(REVISION).filter(|r| !r.is_empty()) {
+                if let Some(h) = revision_history(n.annotation(REVISION_HISTORY), old) {
+                    want.insert(REVISION_HISTORY.into(), Value::String(h));
+                }
+            }
         }
         let differs = want
             .iter()
@@ -974,7 +1002,35 @@ impl Controller {
                 self.enqueue(key.clone());
                 return Ok(None);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Upstream: a Warning event and Progressing=False, until a
+                // sync creates it.
+                let msg = format!(
+                    "Failed to create new replica set \"{rs_name}\": {}",
+                    e.message
+                );
+                self.recorder
+                    .warning(&d.object_ref(ns, name), RS_CREATE_ERROR, msg.clone());
+                let mut conditions = d.status()["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                set_condition(
+                    &mut conditions,
+                    "Progressing",
+                    "False",
+                    RS_CREATE_ERROR,
+                    &msg,
+                    &now_str(),
+                );
+                if let Err(se) = self
+                    .patch_status(key, json!({ "conditions": conditions }))
+                    .await
+                {
+                    tracing::debug!(error = %se, "recording a ReplicaSet create error failed");
+                }
+                return Err(e);
+            }
         };
         let s = Set::from_json(&created);
         self.put_set((ns.clone(), s.name.clone()), s.clone());
@@ -1170,6 +1226,26 @@ impl Controller {
                 }
             }
         }
+        // Upstream `getReplicaFailures`: the new ReplicaSet's
+        // ReplicaFailure condition, else an old one's, mirrored.
+        let failure = new.into_iter().chain(sets.iter()).find_map(|s| {
+            s.raw["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "ReplicaFailure")
+                .cloned()
+        });
+        match failure {
+            Some(f) => set_condition(
+                &mut conditions,
+                "ReplicaFailure",
+                f["status"].as_str().unwrap_or("True"),
+                f["reason"].as_str().unwrap_or(""),
+                f["message"].as_str().unwrap_or(""),
+                &now,
+            ),
+            None => conditions.retain(|c| c["type"] != "ReplicaFailure"),
+        }
         if let Some(left) = recheck {
             self.enqueue_after(key.clone(), Duration::from_secs(left as u64));
         }
@@ -1197,6 +1273,64 @@ impl Controller {
             r => r,
         }
     }
+}
+
+/// Upstream `GetProportion`: what a ReplicaSet gets of a scaling event
+/// (`to_add` in all, `added` given so far), by its share of the size it
+/// was last scaled for (its `max-replicas` annotation, else the
+/// Deployment's `status.replicas`).
+fn proportion(
+    s: &Set,
+    replicas: i64,
+    allowed: i64,
+    status_replicas: i64,
+    to_add: i64,
+    added: i64,
+) -> i64 {
+    if s.replicas == 0 || to_add == 0 || to_add == added {
+        return 0;
+    }
+    let fraction = if replicas == 0 {
+        -s.replicas
+    } else {
+        let annotated = s
+            .annotation(MAX)
+            .and_then(|m| m.parse::<i64>().ok())
+            .unwrap_or(status_replicas);
+        if annotated <= 0 {
+            0
+        } else {
+            (s.replicas as f64 * allowed as f64 / annotated as f64).round() as i64 - s.replicas
+        }
+    };
+    let left = to_add - added;
+    if to_add > 0 {
+        fraction.min(left)
+    } else {
+        fraction.max(left)
+    }
+}
+
+/// Upstream's revision-history annotation with `old` appended, the
+/// oldest entries dropped to keep it within 2,000 characters; `None` when
+/// even `old` alone does not fit.
+fn revision_history(current: Option<&str>, old: &str) -> Option<String> {
+    let entries: Vec<&str> = current
+        .filter(|c| !c.is_empty())
+        .map(|c| c.split(',').collect())
+        .unwrap_or_default();
+    let mut len = current.map_or(0, str::len) + old.len() + usize::from(!entries.is_empty());
+    let mut start = 0;
+    while len > REVISION_HISTORY_CHARS && start < entries.len() {
+        len -= entries[start].len() + 1;
+        start += 1;
+    }
+    if len > REVISION_HISTORY_CHARS {
+        return None;
+    }
+    let mut kept = entries[start..].to_vec();
+    kept.push(old);
+    Some(kept.join(","))
 }
 
 fn all(new: &Option<Set>, olds: &[Set]) -> Vec<Set> {
@@ -1354,5 +1488,47 @@ mod tests {
         assert_eq!(int_or_percent(&Value::Null, "25%", 5, false), 1);
         assert_eq!(int_or_percent(&json!(3), "25%", 5, false), 3);
         assert_eq!(int_or_percent(&json!("50%"), "25%", 3, false), 1);
+    }
+
+    fn set(replicas: i64, max: Option<&str>) -> Set {
+        let mut v = json!({"metadata": {"name": "s"}, "spec": {"replicas": replicas}});
+        if let Some(m) = max {
+            v["metadata"]["annotations"] = json!({ MAX: m });
+        }
+        Set::from_json(&v)
+    }
+
+    /// Upstream's proportional scaling: each active ReplicaSet grows or
+    /// shrinks by its share of the size it was scaled for.
+    #[test]
+    fn scaling_events_are_shared_by_the_max_replicas_annotation() {
+        // 10 -> 20 replicas, maxSurge 3: 13 -> 23 in all, sets 8 and 5.
+        let (a, b) = (set(8, Some("13")), set(5, Some("13")));
+        let pa = proportion(&a, 20, 23, 13, 10, 0);
+        let pb = proportion(&b, 20, 23, 13, 10, pa);
+        assert_eq!((pa, pb), (6, 4));
+        // 10 -> 5: 13 -> 8, older first.
+        let pa = proportion(&a, 5, 8, 13, -5, 0);
+        let pb = proportion(&b, 5, 8, 13, -5, pa);
+        assert_eq!((pa, pb), (-3, -2));
+        // Without the annotation, the Deployment's status.replicas (4 *
+        // 23 / 8 = 11.5 rounds away from zero, as Go's math.Round).
+        assert_eq!(proportion(&set(4, None), 20, 23, 8, 10, 0), 8);
+        // Never more than what is left to give; to zero replicas, all.
+        assert_eq!(proportion(&a, 20, 23, 13, 10, 8), 2);
+        assert_eq!(proportion(&a, 0, 3, 13, -10, 0), -8);
+        assert_eq!(proportion(&set(0, Some("13")), 20, 23, 13, 10, 0), 0);
+    }
+
+    #[test]
+    fn revision_history_appends_and_stays_within_its_limit() {
+        assert_eq!(revision_history(None, "1").as_deref(), Some("1"));
+        assert_eq!(revision_history(Some(""), "1").as_deref(), Some("1"));
+        assert_eq!(revision_history(Some("1,3"), "5").as_deref(), Some("1,3,5"));
+        let long = vec!["1234"; 400].join(","); // 1,999 characters
+        let h = revision_history(Some(&long), "99").unwrap();
+        assert!(h.len() <= 2000, "{}", h.len());
+        assert!(h.ends_with(",1234,99"));
+        assert_eq!(revision_history(None, &"9".repeat(2001)), None);
     }
 }

@@ -764,6 +764,20 @@ impl Controller {
     // ----- sync --------------------------------------------------------------
 
     fn sync(&mut self, key: OwnerKey) {
+        // Upstream: a sync with nothing to create or delete succeeds, and
+        // a success clears ReplicaFailure (a set scaled to its pods, or
+        // to zero, no longer fails).
+        if let Some(owner) = self.owners.get(&key) {
+            let owned = self.counts.get(&owner.uid).map_or(0, |c| c.owned);
+            let idle = self.expectations.get(&key).is_none_or(|e| e.met())
+                && self
+                    .not_before
+                    .get(&key)
+                    .is_none_or(|t| *t <= Instant::now());
+            if owned == owner.replicas && idle {
+                self.failures.remove(&key);
+            }
+        }
         let Some(plan) = self.plan(&key) else {
             self.expectations.remove(&key);
             return;

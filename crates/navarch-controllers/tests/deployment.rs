@@ -345,6 +345,10 @@ async fn rolling_update_honours_surge_and_unavailable_then_rolls_back() {
     assert_eq!(sets.len(), 2, "no third ReplicaSet");
     assert_eq!(sets[1]["metadata"]["name"], first["metadata"]["name"]);
     assert_eq!(revision(&sets[1]), "3");
+    assert_eq!(
+        sets[1]["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
     assert_eq!(spec_replicas(&sets[1]), 5);
     assert_eq!(spec_replicas(&sets[0]), 0);
     assert_eq!(d["status"]["unavailableReplicas"].as_i64().unwrap_or(0), 0);
@@ -627,4 +631,70 @@ async fn a_taken_name_bumps_the_collision_count() {
     assert_ne!(h1, hash);
     let theirs = c.read(replicasets(), &format!("col-{hash}")).await;
     assert!(theirs["metadata"]["ownerReferences"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_to_create_show_in_the_deployment_status() {
+    let c = Cluster::start_with(true).await;
+    let _sim = c.sim(1).await;
+    // A name with no room left for the hash: its ReplicaSet is refused.
+    let long = "x".repeat(250);
+    let mut d = deploy("long", 1, "v:1", json!({"type": "RollingUpdate"}));
+    d["metadata"]["name"] = json!(long);
+    c.create(deployments(), d).await;
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        last = c.read(deployments(), &long).await;
+        if condition(&last, "Progressing")["reason"] == "ReplicaSetCreateError" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let p = condition(&last, "Progressing");
+    assert_eq!(p["status"], "False", "{last:#}");
+    assert_eq!(p["reason"], "ReplicaSetCreateError");
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to create new replica set"),
+        "{p}"
+    );
+    let e = c.wait_event(&long, "ReplicaSetCreateError").await;
+    assert_eq!(e["type"], "Warning");
+
+    // Pods the API server refuses (no such ServiceAccount): the
+    // ReplicaSet's ReplicaFailure shows on the Deployment, and goes
+    // when the template is fixed.
+    let mut d = deploy("sa", 2, "v:1", json!({"type": "RollingUpdate"}));
+    d["spec"]["template"]["spec"]["serviceAccountName"] = json!("missing");
+    c.create(deployments(), d).await;
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        last = c.read(deployments(), "sa").await;
+        if condition(&last, "ReplicaFailure")["status"] == "True" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let f = condition(&last, "ReplicaFailure");
+    assert_eq!(f["reason"], "FailedCreate", "{last:#}");
+    c.patch(
+        deployments(),
+        "sa",
+        json!({"spec": {"template": {"spec": {"serviceAccountName": null}}}}),
+    )
+    .await;
+    c.rolled_out("sa", 2, 2).await;
+    // Once the failing ReplicaSet is scaled to zero (after its create
+    // backoff), its failure is cleared, and the Deployment's with it.
+    let mut last = Value::Null;
+    for _ in 0..1000 {
+        last = c.read(deployments(), "sa").await;
+        if condition(&last, "ReplicaFailure").is_null() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("ReplicaFailure stays: {:#}", last["status"]);
 }
