@@ -49,6 +49,8 @@ fn pods_of_a_killed_agent_are_recreated_on_the_other_node() {
             "8",
             "--node-monitor-grace-period",
             "6s",
+            "--node-monitor-period",
+            "500ms",
             "--default-unreachable-toleration-seconds",
             "3",
             "--default-not-ready-toleration-seconds",
