@@ -208,6 +208,18 @@ pub(crate) fn controller_of(v: &Value) -> Option<ControllerRef> {
     })
 }
 
+/// Whether another kind than `kind` controls `v`: such an object can be
+/// neither claimed nor adopted by a `kind` controller, which need not keep
+/// it (most pods in a cluster belong to ReplicaSets).
+pub(crate) fn controlled_by_other_kind(v: &Value, kind: &str) -> bool {
+    v["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["controller"] == true && r["kind"].as_str() != Some(kind))
+        })
+}
+
 /// The owner side of a claim.
 pub(crate) struct Owner<'a> {
     pub kind: &'static str,
@@ -546,5 +558,30 @@ mod tests {
         let d = template_patch(&t);
         assert_eq!(d["spec"]["template"]["$patch"], "replace");
         assert_eq!(template_of(&d), t);
+    }
+
+    #[test]
+    fn objects_another_kind_controls_are_told_apart() {
+        let owned = |kind: &str, controller: bool| {
+            json!({"metadata": {"ownerReferences": [
+                {"kind": kind, "name": "x", "uid": "u", "controller": controller}]}})
+        };
+        assert!(controlled_by_other_kind(
+            &owned("ReplicaSet", true),
+            "StatefulSet"
+        ));
+        assert!(!controlled_by_other_kind(
+            &owned("StatefulSet", true),
+            "StatefulSet"
+        ));
+        // Not a controller reference, or none: adoptable, so kept.
+        assert!(!controlled_by_other_kind(
+            &owned("ReplicaSet", false),
+            "StatefulSet"
+        ));
+        assert!(!controlled_by_other_kind(
+            &json!({"metadata": {}}),
+            "DaemonSet"
+        ));
     }
 }

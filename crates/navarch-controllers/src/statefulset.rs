@@ -603,11 +603,19 @@ impl Controller {
     }
 
     fn put_pod(&mut self, v: &Value) {
-        let p = Pod::from_json(v);
         let ns = v["metadata"]["namespace"]
             .as_str()
             .unwrap_or("")
             .to_string();
+        if revision::controlled_by_other_kind(v, "StatefulSet") {
+            // Not ours to keep (forgotten if it was an orphan before).
+            let name = v["metadata"]["name"].as_str().unwrap_or("");
+            if let Some(p) = self.pods.deleted(&obj_key(&ns, name), rv(v)) {
+                self.enqueue_for(&ns, &p.controller, &p.labels);
+            }
+            return;
+        }
+        let p = Pod::from_json(v);
         let k = obj_key(&ns, &p.name);
         let old = self.pods.get(&k).cloned();
         let (controller, labels) = (p.controller.clone(), p.labels.clone());

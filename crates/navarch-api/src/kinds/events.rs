@@ -84,11 +84,11 @@ fn is_v1_form(obj: &Value) -> bool {
         || (obj.get("regarding").is_some() && obj.get("involvedObject").is_none())
 }
 
-fn core_form(obj: &Value) -> Value {
+fn core_form(obj: &Value) -> std::borrow::Cow<'_, Value> {
     if is_v1_form(obj) {
-        to_storage(obj.clone())
+        std::borrow::Cow::Owned(to_storage(obj.clone()))
     } else {
-        obj.clone()
+        std::borrow::Cow::Borrowed(obj)
     }
 }
 
