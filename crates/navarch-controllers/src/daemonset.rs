@@ -244,6 +244,16 @@ struct Pod {
     created: i64,
 }
 
+impl revision::Claimable for Pod {
+    fn controller(&self) -> &Option<revision::ControllerRef> {
+        &self.controller
+    }
+
+    fn labels(&self) -> &Map<String, Value> {
+        &self.labels
+    }
+}
+
 impl Pod {
     fn from_json(v: &Value) -> Pod {
         let m = &v["metadata"];
@@ -557,29 +567,9 @@ impl Controller {
     }
 
     fn put_pod(&mut self, v: &Value) {
-        let ns = v["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if revision::controlled_by_other_kind(v, "DaemonSet") {
-            // Not ours to keep (forgotten if it was an orphan before).
-            let name = v["metadata"]["name"].as_str().unwrap_or("");
-            if let Some(p) = self.pods.deleted(&obj_key(&ns, name), rv(v)) {
-                self.enqueue_for(&ns, &p.controller, &p.labels);
-            }
-            return;
-        }
-        let p = Pod::from_json(v);
-        let k = obj_key(&ns, &p.name);
-        let old = self.pods.get(&k).cloned();
-        let (controller, labels) = (p.controller.clone(), p.labels.clone());
-        if self.pods.put(&k, rv(v), p) {
-            self.enqueue_for(&ns, &controller, &labels);
-            if let Some(old) = old {
-                if old.controller != controller || old.labels != labels {
-                    self.enqueue_for(&ns, &old.controller, &old.labels);
-                }
-            }
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
+        for (controller, labels) in self.pods.put_pod(v, "DaemonSet", Pod::from_json) {
+            self.enqueue_for(ns, &controller, &labels);
         }
     }
 

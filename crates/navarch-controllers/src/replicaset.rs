@@ -769,12 +769,7 @@ impl Controller {
         // to zero, no longer fails).
         if let Some(owner) = self.owners.get(&key) {
             let owned = self.counts.get(&owner.uid).map_or(0, |c| c.owned);
-            let idle = self.expectations.get(&key).is_none_or(|e| e.met())
-                && self
-                    .not_before
-                    .get(&key)
-                    .is_none_or(|t| *t <= Instant::now());
-            if owned == owner.replicas && idle {
+            if owned == owner.replicas && self.may_manage(&key) {
                 self.failures.remove(&key);
             }
         }
@@ -783,6 +778,16 @@ impl Controller {
             return;
         };
         self.act(key, plan);
+    }
+
+    /// Whether creates and deletes may be issued now: the expectations are
+    /// met and no failure backoff is running.
+    fn may_manage(&self, key: &OwnerKey) -> bool {
+        self.expectations.get(key).is_none_or(|e| e.met())
+            && self
+                .not_before
+                .get(key)
+                .is_none_or(|t| *t <= Instant::now())
     }
 
     /// What a sync does, read from the local state.
@@ -838,11 +843,7 @@ impl Controller {
                 .collect();
             ranked.sort();
         }
-        let met = self.expectations.get(key).is_none_or(|e| e.met())
-            && self
-                .not_before
-                .get(key)
-                .is_none_or(|t| *t <= Instant::now());
+        let met = self.may_manage(key);
         Some(Plan {
             owner_ref: ObjectRef {
                 kind: kind.name(),

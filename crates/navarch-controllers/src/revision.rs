@@ -220,6 +220,41 @@ pub(crate) fn controlled_by_other_kind(v: &Value, kind: &str) -> bool {
         })
 }
 
+/// What a controller reads of a claimable object to know whose it is.
+pub(crate) trait Claimable {
+    fn controller(&self) -> &Option<ControllerRef>;
+    fn labels(&self) -> &Map<String, Value>;
+}
+
+/// The (controller, labels) of objects whose owners a change concerns.
+pub(crate) type Concerned = Vec<(Option<ControllerRef>, Map<String, Value>)>;
+
+impl<T: Claimable> Local<T> {
+    /// Folds a pod seen by the informer into the store of a `kind`
+    /// controller: pods another kind controls are not kept (forgotten if
+    /// they were orphans before). Returns whose owners must sync: the
+    /// pod's, and its previous ones when they differ.
+    pub fn put_pod(&mut self, v: &Value, kind: &str, parse: impl FnOnce(&Value) -> T) -> Concerned {
+        let m = &v["metadata"];
+        let k = key(
+            m["namespace"].as_str().unwrap_or(""),
+            m["name"].as_str().unwrap_or(""),
+        );
+        let concern = |p: &T| (p.controller().clone(), p.labels().clone());
+        if controlled_by_other_kind(v, kind) {
+            return self.deleted(&k, rv(v)).iter().map(concern).collect();
+        }
+        let p = parse(v);
+        let mut out = vec![concern(&p)];
+        let old = self.get(&k).map(concern);
+        if !self.put(&k, rv(v), p) {
+            return Vec::new();
+        }
+        out.extend(old.filter(|o| *o != out[0]));
+        out
+    }
+}
+
 /// The owner side of a claim.
 pub(crate) struct Owner<'a> {
     pub kind: &'static str,

@@ -94,6 +94,25 @@ fn included(c: &SpreadConstraint, pod: &PodInfo, node: &NodeInfo) -> bool {
     true
 }
 
+/// Whether no node is left out of `c` by its inclusion policies for `pod`
+/// (then every node with the topology key counts).
+fn includes_every_node(c: &SpreadConstraint, pod: &PodInfo) -> bool {
+    (c.node_affinity_policy == InclusionPolicy::Ignore || pod.required_node_affinity.is_empty())
+        && c.node_taints_policy == InclusionPolicy::Ignore
+}
+
+/// The ledger's aggregate of live pods in `pod`'s namespace matching
+/// `c`'s selector, per value of its topology key.
+fn live_counts(ledger: &Ledger, pod: &PodInfo, c: &SpreadConstraint) -> Arc<Agg> {
+    let term = AffinityTerm {
+        namespaces: vec![pod.namespace.clone()],
+        namespace_selector: None,
+        selector: c.selector.clone(),
+        topology_key: c.topology_key.clone(),
+    };
+    ledger.selector_counts(&term, true)
+}
+
 /// Matching-pod counts per eligible domain: only non-zero counts are
 /// stored (an [`Agg`]), with a `count -> domains` multiset, so the global
 /// minimum is O(log domains) and hostname spreading over thousands of
@@ -150,11 +169,7 @@ impl SpreadFilter {
         let single_key = constraints
             .iter()
             .all(|c| c.topology_key == constraints[0].topology_key);
-        let trivial = constraints.iter().all(|c| {
-            (c.node_affinity_policy == InclusionPolicy::Ignore
-                || pod.required_node_affinity.is_empty())
-                && c.node_taints_policy == InclusionPolicy::Ignore
-        });
+        let trivial = constraints.iter().all(|c| includes_every_node(c, pod));
         if single_key && trivial {
             let n = ledger
                 .node_labels
@@ -192,13 +207,7 @@ impl SpreadFilter {
             // live pods in the namespace matching the selector is exact
             // (unless it holds the pod itself, which must not count).
             if single_key && trivial && !ledger.is_placed(&pod.key) {
-                let term = AffinityTerm {
-                    namespaces: vec![pod.namespace.clone()],
-                    namespace_selector: None,
-                    selector: c.selector.clone(),
-                    topology_key: c.topology_key.clone(),
-                };
-                counts[i].counts = ledger.selector_counts(&term, true);
+                counts[i].counts = live_counts(ledger, pod, c);
                 continue;
             }
             let mut per_value: HashMap<&str, i64> = HashMap::new();
@@ -358,18 +367,9 @@ impl SpreadScore {
             // per node), else when no inclusion policy or missing key
             // excludes a node. It must not hold the pod itself.
             let hostname = c.topology_key == HOSTNAME_KEY;
-            let trivial = (c.node_affinity_policy == InclusionPolicy::Ignore
-                || pod.required_node_affinity.is_empty())
-                && c.node_taints_policy == InclusionPolicy::Ignore
-                && (!require_all || single_key);
+            let trivial = includes_every_node(c, pod) && (!require_all || single_key);
             if (hostname || trivial) && !ledger.is_placed(&pod.key) {
-                let term = AffinityTerm {
-                    namespaces: vec![pod.namespace.clone()],
-                    namespace_selector: None,
-                    selector: c.selector.clone(),
-                    topology_key: c.topology_key.clone(),
-                };
-                shared[i] = Some(ledger.selector_counts(&term, true));
+                shared[i] = Some(live_counts(ledger, pod, c));
                 continue;
             }
             ledger
